@@ -1,0 +1,59 @@
+"""vecdash: the entry point. Navigation, the shared sidebar and first-start set-up; nothing else."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from vecdash import db
+from vecdash.collections import list_collections
+from vecdash.demo import DEMO_COLLECTION
+from vecdash.errors import VecdashError
+
+st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+]
+
+
+def sidebar() -> None:
+    with ui.connection() as conn:
+        info = db.server_info(conn)
+        names = [c.name for c in list_collections(conn)]
+    st.sidebar.markdown(f"**Database** · {info.label}")
+    st.sidebar.caption(
+        f"PostgreSQL {info.postgres_version} · pgvector {info.pgvector_version} · "
+        f"user {info.user}"
+    )
+    if info.read_only:
+        st.sidebar.warning("Read-only mode: nothing can be changed.", icon="🔒")
+    if not names:
+        st.sidebar.info("No collections yet.")
+        st.session_state.pop("collection", None)
+        return
+    current = st.session_state.get("collection")
+    if current not in names:
+        st.session_state["collection"] = DEMO_COLLECTION if DEMO_COLLECTION in names else names[0]
+    st.sidebar.selectbox("Collection", names, key="collection")
+
+
+def first_start() -> None:
+    """Load the demo collection when the database has no collection at all (first `make run`)."""
+    current = ui.settings()
+    if not current.autoload_demo or current.read_only:
+        return
+    with ui.connection() as conn:
+        if list_collections(conn):
+            return
+    ui.load_demo_with_progress("First start: loading the demo collection…")
+
+
+try:
+    first_start()
+    sidebar()
+except VecdashError as exc:
+    st.error(str(exc), icon="⚠️")
+    st.stop()
+
+st.navigation(PAGES).run()

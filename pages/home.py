@@ -1,0 +1,123 @@
+"""Home: the collections in this database, the demo collection, and a quick semantic search."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from vecdash.collections import (
+    METRICS,
+    attach_table,
+    describe_collections,
+    discover_tables,
+    drop_collection,
+)
+from vecdash.search import search_text
+
+st.title("vecdash")
+st.caption("Explore vector search in PostgreSQL with pgvector: load, search, measure, tune, map.")
+
+read_only = ui.read_only()
+
+st.subheader("Collections")
+with ui.errors_shown():
+    with ui.connection() as conn:
+        summaries = describe_collections(conn)
+    if summaries:
+        table = pd.DataFrame(
+            {
+                "collection": [s.name for s in summaries],
+                "table": [s.table for s in summaries],
+                "rows": [s.rows for s in summaries],
+                "dimension": [f"{s.dimension} ({s.vector_type})" for s in summaries],
+                "embedder / model": [f"{s.embedder} / {s.model}" for s in summaries],
+                "metric": [s.metric for s in summaries],
+                "vector indexes": [s.indexes for s in summaries],
+                "size on disk": [ui.human_bytes(s.size_bytes) for s in summaries],
+                "kind": ["created by vecdash" if s.managed else "attached" for s in summaries],
+            }
+        )
+        st.dataframe(table, hide_index=True, width="stretch")
+    else:
+        st.info("No collections yet: load the demo below, or ingest your own data.")
+
+if not read_only:
+    left, right = st.columns(2)
+    with left, ui.errors_shown():
+        st.markdown("**Demo collection**: passages in 10 categories with labeled queries.")
+        if st.button("Reload demo collection", help="Drops the demo collection and loads it again."):
+            ui.load_demo_with_progress("Reloading the demo collection…", reload=True)
+            st.rerun()
+    with right, ui.errors_shown():
+        names = [s.name for s in summaries] if summaries else []
+        with st.popover("Drop a collection", disabled=not names):
+            target = st.selectbox("Collection to drop", names, key="drop_target")
+            st.caption("A collection vecdash created loses its table; an attached table is only "
+                       "unregistered, never dropped.")
+            confirm = st.text_input("Type the name to confirm", key="drop_confirm")
+            if st.button("Drop", type="primary", disabled=confirm != target):
+                with ui.connection() as conn:
+                    drop_collection(conn, target)
+                st.session_state.pop("collection", None)
+                st.rerun()
+
+    with ui.errors_shown():
+        with ui.connection() as conn:
+            found = discover_tables(conn)
+        if found:
+            st.subheader("Tables with vectors, not attached yet")
+            st.caption("Attach one to search it in place: nothing is copied or changed.")
+            labels = [f"{t.schema_name}.{t.table_name}.{t.vector_column} "
+                      f"({t.vector_type}({t.dimension or '?'}))" for t in found]
+            pick = st.selectbox("Table", range(len(found)), format_func=labels.__getitem__)
+            t = found[pick]
+            text_cols = [c for c, ty in t.columns.items() if ty in ("text", "character varying")]
+            with st.form("attach"):
+                name = st.text_input("Collection name", value=t.table_name)
+                content = st.selectbox("Content column", text_cols or list(t.columns),
+                                       index=text_cols.index(t.guess("content", "body", "text") or
+                                                             text_cols[0]) if text_cols else 0)
+                title = st.selectbox("Title column", [None, *text_cols],
+                                     index=[None, *text_cols].index(t.guess("title", "name")))
+                category = st.selectbox("Category column", [None, *text_cols],
+                                        index=[None, *text_cols].index(t.guess("category")))
+                metric = st.selectbox("Distance metric", METRICS)
+                if st.form_submit_button("Attach"):
+                    with ui.connection() as conn:
+                        attach_table(conn, name, schema=t.schema_name, table=t.table_name,
+                                     vector_column=t.vector_column, content_column=content,
+                                     title_column=title, category_column=category, metric=metric)
+                    st.session_state["collection"] = name
+                    st.rerun()
+
+st.subheader("Quick semantic search")
+name = ui.current_collection_name()
+if name is None:
+    st.info("Pick or create a collection first.")
+else:
+    with ui.errors_shown():
+        collection = ui.current_collection()
+        assert collection is not None
+        with st.form("quick_search"):
+            cols = st.columns([5, 1])
+            query = cols[0].text_input(
+                f"Search {collection.name!r} by meaning",
+                placeholder="e.g. why does my bread not rise?",
+                key="quick_query",
+            )
+            k = cols[1].number_input("top-k", min_value=1, max_value=100, value=5, key="quick_k")
+            submitted = st.form_submit_button("Search")
+        if submitted:
+            embedder = ui.embedder_for(collection)
+            with ui.connection() as conn:
+                hits = search_text(conn, collection, query, embedder=embedder, k=int(k))
+            if hits.empty:
+                st.info("The collection is empty.")
+            st.caption(f"Ranked by {collection.metric} distance (smaller is closer).")
+            for hit in hits.itertuples():
+                with st.container(border=True):
+                    st.markdown(f"**{hit.rank}. {hit.title or hit.external_id}**  ·  "
+                                f"`{hit.category or '-'}`  ·  distance {hit.distance:.4f}")
+                    st.write(hit.content[:400] + ("…" if len(hit.content) > 400 else ""))
+

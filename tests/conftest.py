@@ -1,0 +1,63 @@
+"""Session-wide fixtures: one embedded PostgreSQL (in a temp dir), the real local model, the demo.
+
+Every test talks to the real database. Tests that write make their own collections (unique names)
+and leave the shared demo collection as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vecdash import db
+from vecdash.collections import Collection
+from vecdash.config import Settings
+from vecdash.demo import load_demo
+from vecdash.embedders import LocalEmbedder
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("vecdash-data")
+    # The app under AppTest reads the same environment, so it reuses this server.
+    os.environ["VECDASH_DATA_DIR"] = str(data_dir)
+    os.environ["VECDASH_AUTOLOAD_DEMO"] = "0"
+    for var in ("VECDASH_DATABASE_URL", "VECDASH_READ_ONLY", "PGHOST", "PGDATABASE"):
+        os.environ.pop(var, None)
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def pool(settings: Settings) -> Iterator[Any]:
+    p = db.open_pool(settings)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def conn(pool: Any) -> Iterator[Any]:
+    with pool.connection() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalEmbedder:
+    e = LocalEmbedder()
+    e.embed(["warm up"])
+    return e
+
+
+@pytest.fixture(scope="session")
+def demo(pool: Any, embedder: LocalEmbedder) -> Collection:
+    with pool.connection() as c:
+        collection, _ = load_demo(c, embedder=embedder)
+    return collection
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"

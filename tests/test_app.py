@@ -1,0 +1,67 @@
+"""AppTest: the app shell and the Home page, against the session's real database and model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vecdash.collections import Collection
+from vecdash.demo import demo_documents
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def run_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_shell_shows_database_and_collection_picker(demo: Collection) -> None:
+    at = run_app()
+    sidebar_text = " ".join(m.value for m in at.sidebar.markdown)
+    assert "embedded / vecdash" in sidebar_text
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "PostgreSQL 18" in captions and "pgvector 0.8" in captions
+    picker = at.sidebar.selectbox(key="collection")
+    assert "demo" in picker.options and picker.value == "demo"
+
+
+def test_home_lists_collections_and_searches(demo: Collection) -> None:
+    at = run_app()
+    frame = at.dataframe[0].value
+    row = frame[frame["collection"] == "demo"].iloc[0]
+    assert row["rows"] == len(demo_documents())
+    assert row["metric"] == "cosine" and "all-MiniLM-L6-v2" in row["embedder / model"]
+    at.text_input(key="quick_query").input("how do I keep my sourdough starter alive").run()
+    at.button[-1].click().run()  # the form's Search button
+    assert not at.exception
+    results = [m.value for m in at.markdown if "distance" in m.value]
+    assert len(results) == 5
+    assert results[0].startswith("**1.")
+
+
+def test_home_empty_query_shows_message(demo: Collection) -> None:
+    at = run_app()
+    at.button[-1].click().run()
+    assert any("empty" in e.value for e in at.error)
+
+
+def test_read_only_hides_writes(demo: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECDASH_READ_ONLY", "1")
+    at = run_app()
+    labels = [b.label for b in at.button]
+    assert "Reload demo collection" not in labels
+    assert any("Read-only" in w.value for w in at.sidebar.warning)
+
+
+def test_home_reloads_demo_with_progress(demo: Collection) -> None:
+    at = run_app()
+    reload_button = next(b for b in at.button if b.label == "Reload demo collection")
+    reload_button.click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    frame = at.dataframe[0].value
+    assert frame[frame["collection"] == "demo"].iloc[0]["rows"] == len(demo_documents())

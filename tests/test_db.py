@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from vecdash import db
+from vecdash.collections import create_collection
+from vecdash.config import Settings
+from vecdash.errors import ConnectionFailed, ExtensionMissing, ReadOnlyError
+
+
+def test_embedded_server_has_pgvector(conn: Any) -> None:
+    info = db.server_info(conn)
+    assert info.source == "embedded"
+    assert db.parse_version(info.pgvector_version) >= db.MIN_PGVECTOR
+    assert info.postgres_version.startswith("18")
+    assert info.database == db.EMBEDDED_DB
+    assert "password" not in info.label
+
+
+def test_embedded_server_is_reused(settings: Settings, conn: Any) -> None:
+    # Starting again on the same data dir returns the same running server.
+    assert db.start_embedded(settings) == db.start_embedded(settings)
+    conn.execute("CREATE TABLE IF NOT EXISTS reuse_marker (x int)")
+    with psycopg.connect(db.start_embedded(settings)) as other:
+        assert other.execute("SELECT to_regclass('reuse_marker') IS NOT NULL").fetchone() == (True,)
+
+
+def test_unreachable_server_says_what_to_do(tmp_path: Any) -> None:
+    s = Settings.from_env({
+        "VECDASH_DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:1/nodb",
+        "VECDASH_DATA_DIR": str(tmp_path),
+    })
+    with pytest.raises(ConnectionFailed) as err:
+        db.open_pool(s, timeout=2)
+    message = str(err.value)
+    assert "127.0.0.1:1/nodb" in message and "VECDASH_DATABASE_URL" in message
+    assert "secret" not in message
+
+
+def test_libpq_variables_are_used_when_no_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGHOST", "db.example")
+    target = db.resolve_target(Settings.from_env({"VECDASH_DATA_DIR": "/nonexistent"}))
+    assert target == db.Target("", "libpq")
+    url = "postgresql://u@h/d"
+    assert db.resolve_target(Settings.from_env({"VECDASH_DATABASE_URL": url})).conninfo == url
+
+
+def test_old_pgvector_is_refused() -> None:
+    with pytest.raises(ExtensionMissing, match="0.7 or newer"):
+        db.check_pgvector_version("0.6.2")
+    db.check_pgvector_version("0.7.0")
+    db.check_pgvector_version("0.8.5")
+
+
+def test_missing_pgvector_is_reported_with_a_fix(conn: Any) -> None:
+    # A database without the extension enabled: ensure_schema enables it; read-only refuses.
+    conn.execute("DROP DATABASE IF EXISTS novector")
+    conn.execute("CREATE DATABASE novector")
+    info = conn.info
+    with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname="novector",
+                         autocommit=True) as other:
+        with pytest.raises(ReadOnlyError, match="CREATE EXTENSION vector"):
+            db.ensure_schema(other, read_only=True)
+        db.ensure_schema(other)
+        assert other.execute("SELECT extname FROM pg_extension WHERE extname='vector'").fetchone()
+
+
+def test_read_only_mode_refuses_writes(settings: Settings, unique_name: str) -> None:
+    ro = Settings.from_env({"VECDASH_DATA_DIR": str(settings.data_dir), "VECDASH_READ_ONLY": "1"})
+    pool = db.open_pool(ro)
+    try:
+        with pool.connection() as conn:
+            assert db.is_read_only(conn)
+            with pytest.raises(ReadOnlyError, match="read-only"):
+                create_collection(conn, unique_name, dimension=3)
+            # The server refuses too, even for SQL that bypasses vecdash's checks.
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TABLE should_not_exist (x int)")
+    finally:
+        pool.close()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.openai_server import FakeOpenAI
+from vecdash.embedders import LocalEmbedder, OpenAIEmbedder, get_embedder
+from vecdash.errors import EmbedderError
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+def test_local_model_is_offline_and_normalised(embedder: LocalEmbedder) -> None:
+    vecs = embedder.embed(["a cat sat on the mat", "a kitten rested on the rug", "tax returns"])
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+
+
+def test_openai_without_key_says_what_to_do() -> None:
+    with pytest.raises(EmbedderError, match="OPENAI_API_KEY"):
+        get_embedder("openai", "text-embedding-3-small", api_key="")
+
+
+def test_openai_dimensions_and_batches(fake_openai: FakeOpenAI) -> None:
+    e = OpenAIEmbedder(model="text-embedding-3-large", dimensions=256, api_key="sk-test",
+                       base_url=fake_openai.base_url)
+    texts = [f"text {i}" for i in range(2050)]
+    vecs = e.embed(texts)
+    assert vecs.shape == (2050, 256) and e.dimension == 256
+    assert [len(r["input"]) for r in fake_openai.requests] == [2048, 2]
+    assert all(r["dimensions"] == 256 for r in fake_openai.requests)
+
+
+def test_openai_retries_then_succeeds(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail_next = [429, 500]
+    e = OpenAIEmbedder(api_key="sk-test", base_url=fake_openai.base_url)
+    assert e.embed(["hello"]).shape == (1, 1536)
+    assert len(fake_openai.requests) == 3
+
+
+def test_openai_errors_are_clear(fake_openai: FakeOpenAI) -> None:
+    bad_key = OpenAIEmbedder(api_key="sk-wrong", base_url=fake_openai.base_url)
+    with pytest.raises(EmbedderError, match="401"):
+        bad_key.embed(["x"])
+    unknown = OpenAIEmbedder(model="no-such-model", api_key="sk-test", base_url=fake_openai.base_url)
+    with pytest.raises(EmbedderError, match="does not know the model"):
+        unknown.embed(["x"])
+    with pytest.raises(EmbedderError, match="at most 1536"):
+        OpenAIEmbedder(dimensions=4000, api_key="sk-test")
+    with pytest.raises(EmbedderError, match="Unknown embedding provider"):
+        get_embedder("cohere")

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vecdash.collections import create_collection, data_version, drop_collection
+from vecdash.embedders import LocalEmbedder
+from vecdash.errors import Cancelled, InvalidInput
+from vecdash.ingest import Record, content_hash, delete_documents, ingest_records
+
+
+def count(conn: Any, name: str) -> int:
+    row = conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+    return int(row[0])
+
+
+def test_dedupe_empty_content_and_resume(conn: Any, unique_name: str, embedder: LocalEmbedder) -> None:
+    c = create_collection(conn, unique_name, dimension=384)
+    try:
+        records = [Record(f"Passage number {i} about tide pools.", title=f"T{i}",
+                          external_id=f"p{i}") for i in range(10)]
+        records += [Record("   "), Record("Passage number 3   about tide pools.", external_id="dup")]
+        first = ingest_records(conn, c, records, embedder=embedder, batch_size=4)
+        assert (first.inserted, first.skipped_duplicates, first.failed_count) == (10, 1, 1)
+        assert first.failed[0].reason == "empty content"
+        assert first.embedded == 10
+        calls = embedder.calls
+        again = ingest_records(conn, c, records, embedder=embedder, batch_size=4)
+        assert (again.inserted, again.skipped_duplicates) == (0, 11)
+        assert embedder.calls == calls  # nothing re-embedded
+        assert count(conn, unique_name) == 10
+        # stored tsvector is filled by the server
+        row = conn.execute(f'SELECT tsv::text FROM "{unique_name}" WHERE external_id = %s',
+                           ("p2",)).fetchone()
+        assert "'tide'" in row[0] and "'pool'" in row[0]
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_precomputed_vectors_bad_rows_fail_alone(conn: Any, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=3, metric="l2", embedder="none", model="x")
+    try:
+        records = [
+            Record("good", external_id="a", embedding=[1, 2, 3]),
+            Record("short", external_id="b", embedding=[1, 2]),
+            Record("nan", external_id="c", embedding=[1, float("nan"), 3]),
+            Record("text", external_id="d", embedding=["x", "y", "z"]),
+            Record("good too", external_id="e", embedding=np.array([3, 2, 1])),
+        ]
+        report = ingest_records(conn, c, records)
+        assert report.inserted == 2
+        reasons = {f.external_id: f.reason for f in report.failed}
+        assert "2 dimensions" in reasons["b"] and "NaN" in reasons["c"] and "numbers" in reasons["d"]
+        assert count(conn, unique_name) == 2
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_wrong_embedder_dimension_is_refused_before_any_write(
+    conn: Any, unique_name: str, embedder: LocalEmbedder
+) -> None:
+    c = create_collection(conn, unique_name, dimension=1536, embedder="openai",
+                          model="text-embedding-3-small")
+    try:
+        with pytest.raises(InvalidInput, match="384-dimensional"):
+            ingest_records(conn, c, [Record("hello")], embedder=embedder)
+        assert count(conn, unique_name) == 0
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_same_id_different_content_fails_without_overwrite(conn: Any, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    try:
+        ingest_records(conn, c, [Record("v1", external_id="x", embedding=[1, 0])])
+        report = ingest_records(conn, c, [Record("v2", external_id="x", embedding=[0, 1])])
+        assert report.inserted == 0 and "already stored" in report.failed[0].reason
+        row = conn.execute(f'SELECT content FROM "{unique_name}"').fetchone()
+        assert row == ("v1",)
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_cancel_keeps_whole_batches(conn: Any, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    try:
+        records = [Record(f"doc {i}", embedding=[i, 1]) for i in range(10)]
+        seen: list[int] = []
+        with pytest.raises(Cancelled, match="Run it again"):
+            ingest_records(conn, c, records, batch_size=3,
+                           progress=lambda r: seen.append(r.inserted),
+                           should_cancel=lambda: len(seen) >= 2)
+        assert count(conn, unique_name) == 6
+        report = ingest_records(conn, c, records, batch_size=3)
+        assert (report.inserted, report.skipped_duplicates) == (4, 6)
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_delete_and_data_version(conn: Any, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    try:
+        v0 = data_version(conn, c)
+        ingest_records(conn, c, [Record(f"d{i}", external_id=f"d{i}", embedding=[i, 0])
+                                 for i in range(3)])
+        v1 = data_version(conn, c)
+        assert v1 != v0
+        assert delete_documents(conn, c, ["d1", "missing"]) == 1
+        assert data_version(conn, c) not in (v0, v1)
+        assert count(conn, unique_name) == 2
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_content_hash_ignores_whitespace_only() -> None:
+    assert content_hash("a  b\n") == content_hash(" a b")
+    assert content_hash("a b") != content_hash("a c")

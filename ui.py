@@ -1,0 +1,130 @@
+"""Streamlit glue shared by app.py and the pages: settings, cached resources, the current
+collection and the one place where VecdashError becomes st.error. No SQL here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from vecdash import db
+from vecdash.collections import Collection, get_collection
+from vecdash.config import Settings
+from vecdash.demo import demo_documents, load_demo
+from vecdash.embedders import Embedder, LocalEmbedder, get_embedder
+from vecdash.errors import EmbedderError, VecdashError
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner="Connecting to PostgreSQL…")
+def _pool(current: Settings) -> Any:
+    return db.open_pool(current)
+
+
+@st.cache_resource(show_spinner="Loading the local embedding model…")
+def local_embedder() -> LocalEmbedder:
+    """The local model, loaded once per process and shared by every session."""
+    embedder = LocalEmbedder()
+    embedder.embed(["warm up"])
+    return embedder
+
+
+@contextmanager
+def connection() -> Iterator[Any]:
+    """A pooled connection (autocommit; data-layer functions manage their transactions)."""
+    with _pool(settings()).connection() as conn:
+        yield conn
+
+
+def read_only() -> bool:
+    return settings().read_only
+
+
+def openai_key() -> str:
+    key = settings().openai_api_key
+    if key:
+        return key
+    try:
+        return str(st.secrets.get("openai_api_key", "") or st.secrets.get("OPENAI_API_KEY", ""))
+    except (FileNotFoundError, KeyError, st.errors.StreamlitSecretNotFoundError):
+        return ""
+
+
+def embedder_for(collection: Collection) -> Embedder:
+    """The embedder that produced the collection's vectors, ready to embed queries."""
+    if collection.embedder == "local":
+        return local_embedder()
+    if collection.embedder == "openai":
+        dims = collection.dimension
+        return get_embedder(
+            "openai",
+            collection.model,
+            dimensions=dims if dims not in (1536, 3072) else None,
+            api_key=openai_key(),
+            base_url=settings().openai_base_url,
+        )
+    raise EmbedderError(
+        f"{collection.name!r} holds vectors from an unknown model ({collection.embedder}/"
+        f"{collection.model}), so text queries cannot be embedded for it."
+    )
+
+
+def current_collection_name() -> str | None:
+    name = st.session_state.get("collection")
+    return str(name) if name else None
+
+
+def current_collection() -> Collection | None:
+    """The collection picked in the sidebar, or None (with a hint shown) when there is none."""
+    name = current_collection_name()
+    if name is None:
+        st.info("No collection yet. Load the demo on the Home page or ingest your own data.")
+        return None
+    with connection() as conn:
+        return get_collection(conn, name)
+
+
+@contextmanager
+def errors_shown() -> Iterator[None]:
+    """Run a block; a VecdashError is shown as st.error with its message instead of a traceback."""
+    try:
+        yield
+    except VecdashError as exc:
+        st.error(str(exc), icon="⚠️")
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def load_demo_with_progress(label: str, *, reload: bool = False) -> None:
+    """Load (or reload) the demo collection with a status box and a progress bar."""
+    total = len(demo_documents())
+    with st.status(label, expanded=True) as status:
+        bar = st.progress(0.0, text="Embedding passages with the local model…")
+        embedder = local_embedder()
+        with connection() as conn:
+            _, report = load_demo(
+                conn,
+                embedder=embedder,
+                reload=reload,
+                progress=lambda r: bar.progress(
+                    min(1.0, r.processed / total), text=f"{r.processed} of {total} passages"
+                ),
+            )
+        status.update(
+            label=f"Demo collection ready: {report.inserted} passages loaded, "
+            f"{report.skipped_duplicates} already there.",
+            state="complete",
+            expanded=False,
+        )

@@ -1,0 +1,5 @@
+import sys
+
+from vecdash.cli import main
+
+sys.exit(main())

@@ -1,0 +1,502 @@
+"""Collections: what a table with a vector column is to vecdash, the registry, and discovery.
+
+A collection vecdash creates ("managed") is a table with a fixed shape (see ``create_collection``).
+An existing table with a vector column can be attached: it is recorded in the registry with its
+column names, and vecdash reads it in place without copying or altering it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from vecdash.db import require_writable
+from vecdash.errors import InvalidInput, NotFound
+
+Metric = Literal["cosine", "l2", "ip"]
+METRICS: tuple[Metric, ...] = ("cosine", "l2", "ip")
+# The closed mapping from metric to pgvector's distance operator and operator-class suffix.
+DISTANCE_OPERATORS: dict[str, str] = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
+OPCLASS_SUFFIX: dict[str, str] = {"cosine": "cosine_ops", "l2": "l2_ops", "ip": "ip_ops"}
+METRIC_LABELS: dict[str, str] = {
+    "cosine": "cosine distance",
+    "l2": "Euclidean (L2) distance",
+    "ip": "negative inner product",
+}
+MAX_VECTOR_DIM = 2000  # above this, pgvector indexes need halfvec
+MAX_HALFVEC_DIM = 4000  # the largest dimension pgvector can index (halfvec)
+MAX_STORED_DIM = 16000
+MAX_NAME_BYTES = 63
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A registered table with a vector column, and how vecdash reads it."""
+
+    name: str
+    schema_name: str
+    table_name: str
+    id_column: str
+    content_column: str
+    title_column: str | None
+    category_column: str | None
+    metadata_column: str | None
+    created_at_column: str | None
+    external_id_column: str | None
+    hash_column: str | None
+    tsv_column: str | None
+    vector_column: str
+    vector_type: str
+    dimension: int
+    metric: Metric
+    embedder: str
+    model: str
+    text_config: str
+    managed: bool
+    data_version: int
+    created_at: datetime | None = None
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.schema_name, self.table_name)
+
+    def column(self, name: str | None) -> sql.Composable:
+        """A column reference, or NULL when the collection has no such column."""
+        return sql.Identifier(name) if name else sql.SQL("NULL")
+
+    @property
+    def distance_operator(self) -> sql.SQL:
+        return sql.SQL(DISTANCE_OPERATORS[self.metric])
+
+    @property
+    def vector_cast(self) -> sql.SQL:
+        """The type a query vector is cast to, so it matches the column (vector or halfvec)."""
+        return sql.SQL(f"{self.vector_type}({int(self.dimension)})")
+
+
+def validate_name(name: str) -> str:
+    """A collection name: any text, 1 to 63 bytes, no NUL. Quoted by sql.Identifier wherever used."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("The collection name is empty. Give it a name, e.g. 'support_articles'.")
+    if "\x00" in name:
+        raise InvalidInput("The collection name contains a NUL character. Remove it.")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidInput(
+            f"The collection name is {len(name.encode())} bytes; PostgreSQL allows at most "
+            f"{MAX_NAME_BYTES}. Choose a shorter name."
+        )
+    return name
+
+
+def validate_metric(metric: str) -> Metric:
+    if metric not in METRICS:
+        raise InvalidInput(f"Unknown distance metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    return metric
+
+
+def index_name(table: str, suffix: str) -> str:
+    """An index name derived from the table name, kept within PostgreSQL's 63-byte limit."""
+    full = f"{table}_{suffix}"
+    if len(full.encode()) <= MAX_NAME_BYTES:
+        return full
+    digest = hashlib.sha1(table.encode()).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len(suffix) - len(digest) - 2
+    head = table.encode()[:room].decode(errors="ignore")
+    return f"{head}_{digest}_{suffix}"
+
+
+_FIELDS = [f for f in Collection.__dataclass_fields__]
+
+
+def list_collections(conn: psycopg.Connection[Any]) -> list[Collection]:
+    """Every registered collection, by name."""
+    query = sql.SQL("SELECT {} FROM vecdash_collections ORDER BY name").format(
+        sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [Collection(**r) for r in cur.execute(query).fetchall()]
+
+
+def get_collection(conn: psycopg.Connection[Any], name: str) -> Collection:
+    """The collection called ``name``; NotFound if there is none."""
+    query = sql.SQL("SELECT {} FROM vecdash_collections WHERE name = %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query, (name,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"There is no collection named {name!r}. Pick one from the sidebar, or create it by "
+            "loading data (Home: load demo, or the ingest command)."
+        )
+    return Collection(**row)
+
+
+def _table_exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    return row is not None
+
+
+def create_collection(
+    conn: psycopg.Connection[Any],
+    name: str,
+    *,
+    dimension: int,
+    metric: str = "cosine",
+    embedder: str = "local",
+    model: str = "all-MiniLM-L6-v2",
+    text_config: str = "english",
+    schema: str = "public",
+) -> Collection:
+    """Create a managed collection: a table of that name plus its registry row, in one transaction.
+
+    Columns: id (identity), external_id (unique), title, content (non-empty), category, metadata
+    jsonb, content_hash (unique: dedupe), created_at, embedding vector(d) (halfvec(d) when d > 2000
+    so it can still be indexed) and tsv, a stored tsvector with a GIN index.
+    """
+    require_writable(conn)
+    validate_name(name)
+    metric = validate_metric(metric)
+    if not isinstance(dimension, int) or dimension < 1 or dimension > MAX_STORED_DIM:
+        raise InvalidInput(
+            f"Dimension {dimension!r} is not usable: pgvector stores 1 to {MAX_STORED_DIM} dimensions."
+        )
+    vector_type = "vector" if dimension <= MAX_VECTOR_DIM else "halfvec"
+    row = conn.execute("SELECT 1 FROM vecdash_collections WHERE name = %s", (name,)).fetchone()
+    if row is not None:
+        raise InvalidInput(
+            f"A collection named {name!r} already exists. Load into it, drop it first, or pick "
+            "another name."
+        )
+    if _table_exists(conn, schema, name):
+        raise InvalidInput(
+            f"A table named {schema}.{name} already exists. Attach it as a collection instead, "
+            "or pick another name."
+        )
+    cfg = conn.execute("SELECT 1 FROM pg_ts_config WHERE cfgname = %s", (text_config,)).fetchone()
+    if cfg is None:
+        raise InvalidInput(
+            f"PostgreSQL has no text search configuration {text_config!r}; use e.g. 'english' or "
+            "'simple'."
+        )
+    table = sql.Identifier(schema, name)
+    ddl = sql.SQL("""
+        CREATE TABLE {table} (
+            id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            external_id  text NOT NULL UNIQUE,
+            title        text NOT NULL DEFAULT '',
+            content      text NOT NULL CHECK (btrim(content) <> ''),
+            category     text,
+            metadata     jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+            content_hash text NOT NULL UNIQUE,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            embedding    {vtype}({dim}) NOT NULL,
+            tsv          tsvector GENERATED ALWAYS AS
+                         (to_tsvector({cfg}::regconfig, title || ' ' || content)) STORED
+        )""").format(
+        table=table,
+        vtype=sql.SQL(vector_type),
+        dim=sql.Literal(dimension),
+        cfg=sql.Literal(text_config),
+    )
+    with conn.transaction():
+        conn.execute(ddl)
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
+                sql.Identifier(index_name(name, "tsv_gin")), table
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} (category)").format(
+                sql.Identifier(index_name(name, "category")), table
+            )
+        )
+        conn.execute(
+            """INSERT INTO vecdash_collections
+               (name, schema_name, table_name, id_column, content_column, title_column,
+                category_column, metadata_column, created_at_column, external_id_column,
+                hash_column, tsv_column, vector_column, vector_type, dimension, metric,
+                embedder, model, text_config, managed)
+               VALUES (%s, %s, %s, 'id', 'content', 'title', 'category', 'metadata',
+                       'created_at', 'external_id', 'content_hash', 'tsv', 'embedding',
+                       %s, %s, %s, %s, %s, %s, true)""",
+            (name, schema, name, vector_type, dimension, metric, embedder, model, text_config),
+        )
+    return get_collection(conn, name)
+
+
+def drop_collection(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop a collection. A managed collection's table goes too; an attached table is only
+    unregistered, never dropped."""
+    require_writable(conn)
+    collection = get_collection(conn, name)
+    with conn.transaction():
+        if collection.managed:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(collection.table))
+        conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (name,))
+
+
+def bump_data_version(conn: psycopg.Connection[Any], name: str) -> None:
+    """Mark a collection's data as changed (caches keyed by data_version become stale)."""
+    conn.execute(
+        "UPDATE vecdash_collections SET data_version = data_version + 1 WHERE name = %s", (name,)
+    )
+
+
+def data_version(conn: psycopg.Connection[Any], collection: Collection) -> str:
+    """A key that changes whenever the collection's rows change: the registry counter bumped by
+    vecdash's writes, plus the row count (which catches writes made outside vecdash)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT data_version FROM vecdash_collections WHERE name = %s), count(*) FROM {}"
+        ).format(collection.table),
+        (collection.name,),
+    ).fetchone()
+    assert row is not None
+    return f"{row[0]}:{row[1]}"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    method: str  # hnsw, ivfflat, gin, btree...
+    column: str
+    definition: str
+    size_bytes: int
+    valid: bool
+
+
+def list_indexes(conn: psycopg.Connection[Any], collection: Collection) -> list[IndexInfo]:
+    """Every index on the collection's table, with method, definition, size and validity."""
+    rows = conn.execute(
+        """SELECT i.relname, am.amname,
+                  coalesce(pg_get_indexdef(ix.indexrelid, 1, true), ''),
+                  pg_get_indexdef(ix.indexrelid), pg_relation_size(ix.indexrelid), ix.indisvalid
+           FROM pg_index ix
+           JOIN pg_class i ON i.oid = ix.indexrelid
+           JOIN pg_class t ON t.oid = ix.indrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+           JOIN pg_am am ON am.oid = i.relam
+           WHERE n.nspname = %s AND t.relname = %s
+           ORDER BY i.relname""",
+        (collection.schema_name, collection.table_name),
+    ).fetchall()
+    return [IndexInfo(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5])) for r in rows]
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    name: str
+    table: str
+    rows: int
+    dimension: int
+    vector_type: str
+    embedder: str
+    model: str
+    metric: str
+    indexes: str
+    size_bytes: int
+    managed: bool
+
+
+def describe_collections(conn: psycopg.Connection[Any]) -> list[CollectionSummary]:
+    """One summary per collection: rows, dimension, embedder/model, metric, indexes, size on disk."""
+    out = []
+    for c in list_collections(conn):
+        if not _table_exists(conn, c.schema_name, c.table_name):
+            out.append(
+                CollectionSummary(c.name, f"{c.schema_name}.{c.table_name} (missing!)", 0,
+                                  c.dimension, c.vector_type, c.embedder, c.model, c.metric,
+                                  "", 0, c.managed)
+            )
+            continue
+        row = conn.execute(
+            sql.SQL("SELECT count(*), pg_total_relation_size(%s::regclass) FROM {}").format(c.table),
+            (sql.Identifier(c.schema_name, c.table_name).as_string(conn),),
+        ).fetchone()
+        assert row is not None
+        vector_indexes = [
+            f"{i.method}" + ("" if i.valid else " (invalid)")
+            for i in list_indexes(conn, c)
+            if i.method in ("hnsw", "ivfflat")
+        ]
+        out.append(
+            CollectionSummary(
+                name=c.name,
+                table=f"{c.schema_name}.{c.table_name}",
+                rows=int(row[0]),
+                dimension=c.dimension,
+                vector_type=c.vector_type,
+                embedder=c.embedder,
+                model=c.model,
+                metric=c.metric,
+                indexes=", ".join(vector_indexes) or "none (exact scan)",
+                size_bytes=int(row[1]),
+                managed=c.managed,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class DiscoveredTable:
+    """A table with a vector column that is not registered yet, with its other columns."""
+
+    schema_name: str
+    table_name: str
+    vector_column: str
+    vector_type: str
+    dimension: int | None
+    columns: dict[str, str]  # name -> type, in table order
+    primary_key: str | None
+
+    def guess(self, *names: str, types: tuple[str, ...] = ("text", "character varying")) -> str | None:
+        for n in names:
+            if self.columns.get(n) in types:
+                return n
+        return None
+
+
+def discover_tables(conn: psycopg.Connection[Any]) -> list[DiscoveredTable]:
+    """Tables (and views) with a vector or halfvec column that no collection uses yet."""
+    rows = conn.execute(
+        """SELECT n.nspname, c.relname, a.attname, t.typname, a.atttypmod
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_type t ON t.oid = a.atttypid
+           WHERE t.typname IN ('vector', 'halfvec') AND c.relkind IN ('r', 'p', 'v', 'm')
+             AND a.attnum > 0 AND NOT a.attisdropped
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND NOT EXISTS (SELECT 1 FROM vecdash_collections r
+                             WHERE r.schema_name = n.nspname AND r.table_name = c.relname
+                               AND r.vector_column = a.attname)
+           ORDER BY n.nspname, c.relname, a.attnum"""
+    ).fetchall()
+    found = []
+    for schema, table, column, typname, typmod in rows:
+        cols = conn.execute(
+            """SELECT a.attname, format_type(a.atttypid, NULL)
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum""",
+            (schema, table),
+        ).fetchall()
+        pk = conn.execute(
+            """SELECT a.attname FROM pg_index ix
+               JOIN pg_class c ON c.oid = ix.indrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(ix.indkey)
+               WHERE n.nspname = %s AND c.relname = %s AND ix.indisprimary
+                 AND array_length(ix.indkey, 1) = 1""",
+            (schema, table),
+        ).fetchone()
+        found.append(
+            DiscoveredTable(
+                schema_name=schema,
+                table_name=table,
+                vector_column=column,
+                vector_type=typname,
+                dimension=int(typmod) if typmod and typmod > 0 else None,
+                columns={str(k): str(v) for k, v in cols},
+                primary_key=str(pk[0]) if pk else None,
+            )
+        )
+    return found
+
+
+def guess_embedder(dimension: int) -> tuple[str, str]:
+    """The embedder and model that most likely produced vectors of this dimension."""
+    return {
+        384: ("local", "all-MiniLM-L6-v2"),
+        1536: ("openai", "text-embedding-3-small"),
+        3072: ("openai", "text-embedding-3-large"),
+    }.get(dimension, ("unknown", "unknown"))
+
+
+def attach_table(
+    conn: psycopg.Connection[Any],
+    name: str,
+    *,
+    schema: str,
+    table: str,
+    vector_column: str,
+    content_column: str,
+    id_column: str | None = None,
+    title_column: str | None = None,
+    category_column: str | None = None,
+    metadata_column: str | None = None,
+    created_at_column: str | None = None,
+    metric: str = "cosine",
+    embedder: str | None = None,
+    model: str | None = None,
+    text_config: str = "english",
+) -> Collection:
+    """Register an existing table as a collection, in place: nothing is copied or altered."""
+    require_writable(conn)
+    validate_name(name)
+    metric = validate_metric(metric)
+    candidates = [
+        t for t in discover_tables(conn)
+        if (t.schema_name, t.table_name, t.vector_column) == (schema, table, vector_column)
+    ]
+    if not candidates:
+        raise NotFound(
+            f"No unregistered table {schema}.{table} with a vector column {vector_column!r} was "
+            "found. Check the names (discover_tables lists what can be attached)."
+        )
+    found = candidates[0]
+    id_column = id_column or found.primary_key
+    if not id_column:
+        raise InvalidInput(
+            f"{schema}.{table} has no single-column primary key; name the id column to use."
+        )
+    for role, col in (("id", id_column), ("content", content_column), ("title", title_column),
+                      ("category", category_column), ("metadata", metadata_column),
+                      ("created_at", created_at_column)):
+        if col is not None and col not in found.columns:
+            raise InvalidInput(
+                f"{schema}.{table} has no column {col!r} (given as the {role} column). Columns: "
+                f"{', '.join(found.columns)}."
+            )
+    dimension = found.dimension
+    if dimension is None:
+        row = conn.execute(
+            sql.SQL("SELECT vector_dims({}) FROM {} WHERE {} IS NOT NULL LIMIT 1").format(
+                sql.Identifier(vector_column), sql.Identifier(schema, table),
+                sql.Identifier(vector_column),
+            )
+        ).fetchone()
+        if row is None:
+            raise InvalidInput(
+                f"{schema}.{table}.{vector_column} has no declared dimension and no rows to read "
+                "it from. Declare it (ALTER COLUMN ... TYPE vector(N)) or load rows first."
+            )
+        dimension = int(row[0])
+    guessed = guess_embedder(dimension)
+    conn.execute(
+        """INSERT INTO vecdash_collections
+           (name, schema_name, table_name, id_column, content_column, title_column,
+            category_column, metadata_column, created_at_column, vector_column, vector_type,
+            dimension, metric, embedder, model, text_config, managed)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false)
+           ON CONFLICT (name) DO NOTHING""",
+        (name, schema, table, id_column, content_column, title_column, category_column,
+         metadata_column, created_at_column, vector_column, found.vector_type, dimension, metric,
+         embedder or guessed[0], model or guessed[1], text_config),
+    )
+    attached = get_collection(conn, name)
+    if (attached.schema_name, attached.table_name) != (schema, table):
+        raise InvalidInput(f"A collection named {name!r} already exists. Pick another name.")
+    return attached

