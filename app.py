@@ -32,6 +32,8 @@ def sidebar() -> None:
         st.sidebar.info("No collections yet.")
         st.session_state.pop("collection", None)
         return
+    if "collection_next" in st.session_state:  # set by ui.select_collection on the last run
+        st.session_state["collection"] = st.session_state.pop("collection_next")
     current = st.session_state.get("collection")
     if current not in names:
         st.session_state["collection"] = DEMO_COLLECTION if DEMO_COLLECTION in names else names[0]

@@ -13,6 +13,7 @@ from vecdash.collections import (
     discover_tables,
     drop_collection,
 )
+from vecdash.demo import DEMO_COLLECTION
 from vecdash.search import search_text
 
 st.title("vecdash")
@@ -46,8 +47,12 @@ if not read_only:
     left, right = st.columns(2)
     with left, ui.errors_shown():
         st.markdown("**Demo collection**: passages in 10 categories with labeled queries.")
-        if st.button("Reload demo collection", help="Drops the demo collection and loads it again."):
-            ui.load_demo_with_progress("Reloading the demo collection…", reload=True)
+        has_demo = any(s.name == DEMO_COLLECTION for s in summaries)
+        verb = "Reload" if has_demo else "Load"
+        if st.button(f"{verb} demo collection",
+                     help="Drops the demo collection (if there) and loads it again."):
+            ui.load_demo_with_progress(f"{verb}ing the demo collection…", reload=True)
+            ui.select_collection(DEMO_COLLECTION)
             st.rerun()
     with right, ui.errors_shown():
         names = [s.name for s in summaries] if summaries else []
@@ -88,7 +93,7 @@ if not read_only:
                         attach_table(conn, name, schema=t.schema_name, table=t.table_name,
                                      vector_column=t.vector_column, content_column=content,
                                      title_column=title, category_column=category, metric=metric)
-                    st.session_state["collection"] = name
+                    ui.select_collection(name)
                     st.rerun()
 
 st.subheader("Quick semantic search")
