@@ -232,6 +232,9 @@ def create_collection(
                        %s, %s, %s, %s, %s, %s, true)""",
             (name, schema, name, vector_type, dimension, metric, embedder, model, text_config),
         )
+        from vecdash.bm25 import install_bm25  # BM25 statistics kept by triggers from row one
+
+        install_bm25(conn, get_collection(conn, name))
     return get_collection(conn, name)
 
 

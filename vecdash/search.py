@@ -1,9 +1,13 @@
-"""Search: semantic top-k over a collection's vector column."""
+"""Search: semantic top-k over a collection's vector column, and hybrid search (semantic + a
+BM25 or ts_rank_cd keyword arm, fused by convex combination or reciprocal rank fusion)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -104,3 +108,562 @@ def search_text(
 ) -> pd.DataFrame:
     """Embed ``text`` and return the semantic top-k (see semantic_search)."""
     return semantic_search(conn, collection, embed_query(collection, text, embedder=embedder), k=k)
+
+
+# --------------------------------------------------------------------------------------------
+# Hybrid search: a semantic arm and a keyword arm (BM25 or ts_rank_cd), fused in numpy.
+# --------------------------------------------------------------------------------------------
+
+KeywordRanker = Literal["bm25", "ts_rank_cd"]
+Fusion = Literal["convex", "rrf"]
+KEYWORD_RANKERS: tuple[KeywordRanker, ...] = ("bm25", "ts_rank_cd")
+FUSIONS: tuple[Fusion, ...] = ("convex", "rrf")
+MAX_CANDIDATES = 1000
+HYBRID_COLUMNS = [
+    "rank", "id", "external_id", "title", "category", "fused_score", "semantic_score",
+    "semantic_rank", "keyword_score", "keyword_rank", "source", "snippet", "snippet_text",
+    "distance", "content",
+]
+# ts_headline marks matched terms with these (private-use characters, never in real text); the
+# snippet column turns them into <mark> after HTML-escaping the text.
+_MARK_START = "\ue000"
+_MARK_STOP = "\ue001"
+_HEADLINE_OPTIONS = (
+    f"StartSel={_MARK_START}, StopSel={_MARK_STOP}, MaxWords=35, MinWords=15, "
+    "MaxFragments=2, FragmentDelimiter=\" … \""
+)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Filters applied in SQL to both arms: categories (any of), metadata key = value pairs
+    (compared as text, all must match) and a created_at range (from inclusive, to exclusive; a
+    date as ``created_to`` includes that whole day)."""
+
+    categories: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+    created_from: datetime | date | None = None
+    created_to: datetime | date | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.categories or self.metadata or self.created_from or self.created_to)
+
+    @classmethod
+    def of(cls, value: SearchFilters | Mapping[str, Any] | None) -> SearchFilters:
+        if value is None:
+            return cls()
+        if isinstance(value, SearchFilters):
+            return value
+        unknown = set(value) - {"categories", "metadata", "created_from", "created_to"}
+        if unknown:
+            raise InvalidInput(
+                f"Unknown filter {sorted(unknown)[0]!r}; use categories, metadata, created_from "
+                "or created_to."
+            )
+        meta = value.get("metadata") or {}
+        pairs = tuple((str(k), str(v)) for k, v in (meta.items() if isinstance(meta, Mapping)
+                                                     else meta))
+        return cls(
+            categories=tuple(str(c) for c in value.get("categories") or ()),
+            metadata=pairs,
+            created_from=value.get("created_from"),
+            created_to=value.get("created_to"),
+        )
+
+
+def _as_datetime(value: datetime | date, *, end: bool) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    day = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return day + timedelta(days=1) if end else day
+
+
+def _filter_sql(
+    collection: Collection, filters: SearchFilters, params: dict[str, Any]
+) -> sql.Composable:
+    """``AND ...`` conditions on alias t for the filters (or nothing), adding their parameters."""
+    c = collection
+    parts: list[sql.Composable] = []
+
+    def need(column: str | None, what: str) -> sql.Identifier:
+        if not column:
+            raise InvalidInput(
+                f"{c.name!r} has no {what} column, so it cannot be filtered on {what}. Remove "
+                "that filter."
+            )
+        return sql.Identifier("t", column)
+
+    if filters.categories:
+        params["f_categories"] = list(filters.categories)
+        parts.append(sql.SQL("{}::text = ANY(%(f_categories)s)").format(
+            need(c.category_column, "category")))
+    for i, (key, value) in enumerate(filters.metadata):
+        if not key:
+            raise InvalidInput("A metadata filter has an empty key. Type the key to match.")
+        params[f"f_mkey{i}"] = key
+        params[f"f_mval{i}"] = value
+        parts.append(sql.SQL("{} ->> {} = {}").format(
+            need(c.metadata_column, "metadata"), sql.Placeholder(f"f_mkey{i}"),
+            sql.Placeholder(f"f_mval{i}")))
+    if filters.created_from is not None:
+        params["f_from"] = _as_datetime(filters.created_from, end=False)
+        parts.append(sql.SQL("{} >= %(f_from)s").format(need(c.created_at_column, "created_at")))
+    if filters.created_to is not None:
+        params["f_to"] = _as_datetime(filters.created_to, end=True)
+        parts.append(sql.SQL("{} < %(f_to)s").format(need(c.created_at_column, "created_at")))
+    if not parts:
+        return sql.SQL("")
+    return sql.SQL(" AND ") + sql.SQL(" AND ").join(parts)
+
+
+def _doc_tsv(collection: Collection, alias: str) -> sql.Composable:
+    """The tsvector of a row: the stored column, or to_tsvector on the fly for attached tables."""
+    c = collection
+    if c.tsv_column:
+        return sql.Identifier(alias, c.tsv_column)
+    text: sql.Composable = sql.SQL("coalesce({}::text, '')").format(
+        sql.Identifier(alias, c.content_column))
+    if c.title_column:
+        text = sql.SQL("coalesce({}::text, '') || ' ' || ").format(
+            sql.Identifier(alias, c.title_column)) + text
+    return sql.SQL("to_tsvector(%(cfg)s::regconfig, {})").format(text)
+
+
+@dataclass
+class Candidates:
+    """Both arms' candidates for one query with their raw scores: one row per document in the
+    union (full outer join) of the arms. ``frame`` columns: key (the id as stored), id (text),
+    distance, semantic_score, semantic_rank, and per keyword ranker <name>_score, <name>_rank
+    (NaN where the document is not in that arm). Ranks start at 1."""
+
+    frame: pd.DataFrame
+    lexemes: list[str]
+    keyword_rankers: tuple[KeywordRanker, ...]
+    stats_on_the_fly: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _similarity(metric: str, distance: np.ndarray) -> np.ndarray:
+    """Bigger is closer: cosine similarity, inner product, or negative L2 distance."""
+    if metric == "cosine":
+        return 1.0 - distance
+    return -distance
+
+
+def _check_options(candidates: int, keyword_rankers: Sequence[str]) -> None:
+    if not isinstance(candidates, int) or candidates < 1 or candidates > MAX_CANDIDATES:
+        raise InvalidInput(
+            f"The candidate depth must be between 1 and {MAX_CANDIDATES}; got {candidates!r}.")
+    for r in keyword_rankers:
+        if r not in KEYWORD_RANKERS:
+            raise InvalidInput(
+                f"Unknown keyword ranker {r!r}; choose one of {', '.join(KEYWORD_RANKERS)}.")
+
+
+def fetch_candidates(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    query: str,
+    vector: Sequence[float] | np.ndarray | None,
+    *,
+    candidates: int = 100,
+    keyword_rankers: Sequence[KeywordRanker] = ("bm25",),
+    filters: SearchFilters | Mapping[str, Any] | None = None,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> Candidates:
+    """One SQL statement (one round trip, in one transaction) for both arms: the semantic top
+    ``candidates`` (skipped when ``vector`` is None) and, per keyword ranker, the keyword top
+    ``candidates`` among rows matching any of the query's lexemes (GIN index), full-outer-joined.
+
+    With filters, pgvector's iterative index scans are switched on for the transaction (SET
+    LOCAL hnsw/ivfflat.iterative_scan = relaxed_order) so a filtered search still returns
+    ``candidates`` rows when that many match; hnsw.ef_search is raised to the depth when lower.
+    """
+    from vecdash.bm25 import TSV_LENGTH, ensure_bm25
+
+    _check_options(candidates, keyword_rankers)
+    if not isinstance(query, str):
+        raise InvalidInput("The query must be text.")
+    if not (0 < k1 <= 10) or not (0 <= b <= 1):
+        raise InvalidInput(f"BM25 needs 0 < k1 <= 10 and 0 <= b <= 1; got k1={k1}, b={b}.")
+    flt = SearchFilters.of(filters)
+    c = collection
+    rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
+    relid = ensure_bm25(conn, c) if "bm25" in rankers else None
+    on_the_fly = "bm25" in rankers and relid is None
+    params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
+                              "k1": float(k1), "b": float(b), "relid": relid}
+    where = _filter_sql(c, flt, params)
+    tid = sql.Identifier("t", c.id_column)
+    ctes: list[sql.Composable] = [sql.SQL(
+        "tq AS MATERIALIZED (SELECT l.lexemes, (SELECT string_agg("
+        "array_to_tsvector(ARRAY[x])::text, ' | ')::tsquery FROM unnest(l.lexemes) x) AS q "
+        "FROM (SELECT array_agg(DISTINCT u.lexeme ORDER BY u.lexeme) AS lexemes "
+        "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) l)")]
+    arms: list[str] = []
+    if vector is not None:
+        params["v"] = query_vector(c, vector)
+        ctes.append(sql.SQL(
+            "sem AS MATERIALIZED (SELECT {tid} AS id, {vec} {op} %(v)s::{cast} AS score "
+            "FROM {table} t WHERE true{where} ORDER BY score LIMIT %(cand)s)").format(
+            tid=tid, vec=sql.Identifier("t", c.vector_column), op=c.distance_operator,
+            cast=c.vector_cast, table=c.table, where=where))
+        arms.append("sem")
+    doc_tsv = _doc_tsv(c, "t")
+    if "bm25" in rankers:
+        if relid is not None:
+            ctes.append(sql.SQL(
+                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, dl.length::float8 AS len "
+                "FROM {table} t JOIN vecdash_bm25_docs dl ON dl.relid = %(relid)s "
+                "AND dl.doc_id = {tid} WHERE t.tsv @@ (SELECT q FROM tq){where}), "
+                "kstats AS (SELECT docs::float8 AS n, CASE WHEN docs > 0 AND total_length > 0 "
+                "THEN total_length::float8 / docs ELSE 1 END AS avglen "
+                "FROM vecdash_bm25_totals WHERE relid = %(relid)s), "
+                "kdf AS (SELECT lexeme, df FROM vecdash_bm25_terms WHERE relid = %(relid)s "
+                "AND lexeme = ANY((SELECT lexemes FROM tq)::text[]))").format(
+                tid=tid, table=c.table, where=where))
+        else:
+            ctes.append(sql.SQL(
+                "kcorpus AS MATERIALIZED (SELECT {tid} AS id, {tsv} AS tsv FROM {table} t), "
+                "kdocs AS MATERIALIZED (SELECT k.id, k.tsv, {len}::float8 AS len FROM kcorpus k "
+                "JOIN {table} t ON {tid} = k.id WHERE k.tsv @@ (SELECT q FROM tq){where}), "
+                "kstats AS (SELECT count(*)::float8 AS n, coalesce(nullif(avg({klen}), 0), 1)"
+                "::float8 AS avglen FROM kcorpus k), "
+                "kdf AS (SELECT u.lexeme, count(*) AS df FROM kcorpus k, unnest(k.tsv) u "
+                "WHERE u.lexeme = ANY((SELECT lexemes FROM tq)::text[]) GROUP BY u.lexeme)").format(
+                tid=tid, tsv=doc_tsv, table=c.table, where=where,
+                len=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv")),
+                klen=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv"))))
+        ctes.append(sql.SQL(
+            "bm25 AS MATERIALIZED (SELECT d.id, sum(f.idf * u.tf * (%(k1)s + 1) / (u.tf + "
+            "%(k1)s * (1 - %(b)s + %(b)s * d.len / s.avglen))) AS score "
+            "FROM kdocs d CROSS JOIN kstats s "
+            "CROSS JOIN LATERAL (SELECT x.lexeme, coalesce(array_length(x.positions, 1), 1)"
+            "::float8 AS tf FROM unnest(d.tsv) x WHERE x.lexeme = ANY((SELECT lexemes FROM tq)::text[])) u "
+            "JOIN (SELECT kdf.lexeme, ln(1 + (s2.n - kdf.df + 0.5) / (kdf.df + 0.5)) AS idf "
+            "      FROM kdf CROSS JOIN kstats s2) f ON f.lexeme = u.lexeme "
+            "GROUP BY d.id ORDER BY score DESC, d.id LIMIT %(cand)s)"))
+        arms.append("bm25")
+    if "ts_rank_cd" in rankers:
+        ctes.append(sql.SQL(
+            "ts_rank_cd AS MATERIALIZED (SELECT {tid} AS id, "
+            "ts_rank_cd({tsv}, (SELECT q FROM tq))::float8 AS score FROM {table} t "
+            "WHERE {tsv} @@ (SELECT q FROM tq){where} ORDER BY score DESC, {tid} LIMIT %(cand)s)"
+        ).format(tid=tid, tsv=doc_tsv, table=c.table, where=where))
+        arms.append("ts_rank_cd")
+    if not arms:
+        raise InvalidInput("Nothing to search: give a query vector or a keyword ranker.")
+    # Full outer join of every arm on the document id.
+    select_scores = sql.SQL(", ").join(
+        sql.SQL("{}.score").format(sql.Identifier(a)) for a in arms)
+    join: sql.Composable = sql.Identifier(arms[0])
+    seen = [arms[0]]
+    for a in arms[1:]:
+        key = sql.SQL("coalesce({})").format(sql.SQL(", ").join(
+            sql.SQL("{}.id").format(sql.Identifier(s)) for s in seen)) if len(seen) > 1 else \
+            sql.SQL("{}.id").format(sql.Identifier(seen[0]))
+        join = sql.SQL("{} FULL OUTER JOIN {} ON {}.id = {}").format(
+            join, sql.Identifier(a), sql.Identifier(a), key)
+        seen.append(a)
+    id_expr = sql.SQL("coalesce({})").format(sql.SQL(", ").join(
+        sql.SQL("{}.id").format(sql.Identifier(a)) for a in arms))
+    statement = sql.SQL(
+        "WITH {ctes} SELECT {id_expr}, {scores}, NULL FROM {join} "
+        "UNION ALL SELECT NULL, {nulls}, (SELECT lexemes FROM tq)").format(
+        ctes=sql.SQL(", ").join(ctes), id_expr=id_expr, scores=select_scores, join=join,
+        nulls=sql.SQL(", ").join(sql.SQL("NULL") for _ in arms))
+    with conn.transaction():
+        if vector is not None:
+            conn.execute(
+                "SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting("
+                "'hnsw.ef_search', true), ''), '40')::int, least(%(cand)s, 1000))::text, true), "
+                "set_config('hnsw.iterative_scan', %(mode)s, true), "
+                "set_config('ivfflat.iterative_scan', %(mode)s, true)",
+                {"cand": candidates, "mode": "relaxed_order" if flt.active else "off"},
+            )
+        rows = conn.execute(statement, params).fetchall()
+    # The one row with a NULL id carries the query's lexemes even when no arm found anything.
+    lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
+    rows = [r for r in rows if r[0] is not None]
+    keys = [r[0] for r in rows]
+    frame = pd.DataFrame({"key": pd.Series(keys, dtype=object),
+                          "id": pd.Series([str(k) for k in keys], dtype=object)})
+    for i, arm in enumerate(arms, start=1):
+        raw = np.array([np.nan if r[i] is None else float(r[i]) for r in rows], dtype=np.float64)
+        if arm == "sem":
+            frame["distance"] = raw
+            frame["semantic_score"] = _similarity(c.metric, raw)
+            frame["semantic_rank"] = _ranks(frame["semantic_score"].to_numpy(), frame["id"])
+        else:
+            frame[f"{arm}_score"] = raw
+            frame[f"{arm}_rank"] = _ranks(raw, frame["id"])
+    if vector is None:
+        for col in ("distance", "semantic_score", "semantic_rank"):
+            frame[col] = np.nan
+    notes = []
+    if not lexemes:
+        notes.append("The query has no searchable words (only stopwords or punctuation), so the "
+                     "keyword arm is empty.")
+    if on_the_fly or (rankers and not c.tsv_column):
+        notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
+                     "arm runs to_tsvector and the statistics on the fly (a full table scan per "
+                     "query).")
+    return Candidates(frame, lexemes, rankers, on_the_fly, notes)
+
+
+def _ranks(scores: np.ndarray, ids: pd.Series) -> np.ndarray:
+    """1-based ranks by score (descending, ties by id); NaN where the score is NaN."""
+    out = np.full(len(scores), np.nan)
+    present = np.flatnonzero(~np.isnan(scores))
+    if present.size:
+        order = sorted(present, key=lambda i: (-scores[i], ids.iloc[i]))
+        out[np.asarray(order)] = np.arange(1, len(order) + 1)
+    return out
+
+
+def fuse(
+    frame: pd.DataFrame,
+    *,
+    weight: float,
+    fusion: str = "convex",
+    rrf_k: int = 60,
+    keyword_ranker: str = "bm25",
+    fallback_to_semantic: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse one query's candidates (a ``Candidates.frame``) in numpy.
+
+    Returns (order, fused): the row positions of the fused ranking, best first, and every row's
+    fused score (NaN for rows the setting leaves out). weight is the semantic share: 1.0 is the
+    semantic ranking alone, 0.0 the keyword ranking alone. ``convex``: weight * minmax(semantic)
+    + (1 - weight) * minmax(keyword), a document absent from an arm scoring 0 there. ``rrf``:
+    weight / (rrf_k + semantic rank) + (1 - weight) / (rrf_k + keyword rank). Ties go to the
+    better rank in either arm, then the id.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise InvalidInput(f"The semantic weight must be between 0 and 1; got {weight!r}.")
+    if fusion not in FUSIONS:
+        raise InvalidInput(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}.")
+    if fusion == "rrf" and (not isinstance(rrf_k, int) or rrf_k < 1):
+        raise InvalidInput(f"The RRF k must be a whole number of at least 1; got {rrf_k!r}.")
+    sem_s = frame["semantic_score"].to_numpy(dtype=np.float64)
+    sem_r = frame["semantic_rank"].to_numpy(dtype=np.float64)
+    kw_s = frame[f"{keyword_ranker}_score"].to_numpy(dtype=np.float64)
+    kw_r = frame[f"{keyword_ranker}_rank"].to_numpy(dtype=np.float64)
+    in_sem = ~np.isnan(sem_r)
+    in_kw = ~np.isnan(kw_r)
+    if fallback_to_semantic and not in_kw.any():
+        weight = 1.0
+    if weight >= 1.0:
+        keep = in_sem
+    elif weight <= 0.0:
+        keep = in_kw
+    else:
+        keep = in_sem | in_kw
+    if fusion == "rrf":
+        sem_part = np.where(in_sem, 1.0 / (rrf_k + np.nan_to_num(sem_r)), 0.0)
+        kw_part = np.where(in_kw, 1.0 / (rrf_k + np.nan_to_num(kw_r)), 0.0)
+    else:
+        sem_part = _minmax(sem_s, in_sem)
+        kw_part = _minmax(kw_s, in_kw)
+    fused = weight * sem_part + (1.0 - weight) * kw_part
+    fused = np.where(keep, fused, np.nan)
+    best_rank = np.fmin(sem_r, kw_r)
+    if weight >= 1.0:
+        best_rank = sem_r
+    elif weight <= 0.0:
+        best_rank = kw_r
+    idx = np.flatnonzero(keep)
+    ids = frame["id"].to_numpy()
+    order = sorted(idx, key=lambda i: (-fused[i], best_rank[i], ids[i]))
+    return np.asarray(order, dtype=np.int64), fused
+
+
+def _minmax(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(scores))
+    if not present.any():
+        return out
+    vals = scores[present]
+    lo, hi = float(vals.min()), float(vals.max())
+    out[present] = 1.0 if hi == lo else (vals - lo) / (hi - lo)
+    return out
+
+
+def hybrid_search(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    query: str,
+    *,
+    embedder: Embedder,
+    k: int = 10,
+    weight: float = 0.5,
+    fusion: str = "convex",
+    rrf_k: int = 60,
+    candidates: int = 100,
+    keyword_ranker: str = "bm25",
+    filters: SearchFilters | Mapping[str, Any] | None = None,
+    k1: float = 1.2,
+    b: float = 0.75,
+    vector: Sequence[float] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Hybrid search: the union (full outer join) of the semantic top ``candidates`` and the
+    keyword top ``candidates`` (BM25 or ts_rank_cd), fused (see ``fuse``), top ``k``.
+
+    weight 1.0 is semantic only, 0.0 keyword only. When the query has no searchable words the
+    keyword arm is empty and the result falls back to semantic ranking (``frame.attrs["notes"]``
+    says so). Columns: rank, id, external_id, title, category, fused_score, semantic_score,
+    semantic_rank, keyword_score, keyword_rank, source ("both" | "semantic only" | "keyword
+    only"), snippet (HTML-escaped ts_headline with matched terms in <mark>), snippet_text
+    (plain), distance, content. ``vector`` skips embedding the query (already embedded).
+    """
+    check_k(k)
+    if keyword_ranker not in KEYWORD_RANKERS:
+        raise InvalidInput(
+            f"Unknown keyword ranker {keyword_ranker!r}; choose one of "
+            f"{', '.join(KEYWORD_RANKERS)}.")
+    vec = embed_query(collection, query, embedder=embedder) if vector is None else vector
+    ranker: KeywordRanker = "bm25" if keyword_ranker == "bm25" else "ts_rank_cd"
+    cands = fetch_candidates(conn, collection, query, vec, candidates=candidates,
+                             keyword_rankers=(ranker,), filters=filters, k1=k1, b=b)
+    frame = cands.frame
+    order, fused = fuse(frame, weight=weight, fusion=fusion, rrf_k=rrf_k,
+                        keyword_ranker=ranker, fallback_to_semantic=True)
+    notes = list(cands.notes)
+    if not cands.lexemes and weight < 1.0:
+        notes[0] += " Showing the semantic ranking."
+    top = frame.iloc[order[:k]].copy()
+    top["fused_score"] = fused[order[:k]]
+    details = _details(conn, collection, list(top["key"]), query)
+    in_sem = top["semantic_rank"].notna().to_numpy()
+    in_kw = top[f"{ranker}_rank"].notna().to_numpy()
+    out = pd.DataFrame({
+        "rank": np.arange(1, len(top) + 1),
+        "id": top["id"].to_numpy(),
+        "external_id": [details[key][0] for key in top["key"]],
+        "title": [details[key][1] for key in top["key"]],
+        "category": [details[key][3] for key in top["key"]],
+        "fused_score": top["fused_score"].to_numpy(dtype=float),
+        "semantic_score": top["semantic_score"].to_numpy(dtype=float),
+        "semantic_rank": top["semantic_rank"].astype("Int64").to_numpy(),
+        "keyword_score": top[f"{ranker}_score"].to_numpy(dtype=float),
+        "keyword_rank": top[f"{ranker}_rank"].astype("Int64").to_numpy(),
+        "source": np.where(in_sem & in_kw, "both",
+                           np.where(in_sem, "semantic only", "keyword only")),
+        "snippet": [_snippet_html(details[key][4]) for key in top["key"]],
+        "snippet_text": [details[key][4].replace(_MARK_START, "").replace(_MARK_STOP, "")
+                         for key in top["key"]],
+        "distance": top["distance"].to_numpy(dtype=float),
+        "content": [details[key][2] for key in top["key"]],
+    }, columns=HYBRID_COLUMNS)
+    out.attrs["notes"] = notes
+    out.attrs["lexemes"] = cands.lexemes
+    out.attrs["candidates"] = len(frame)
+    return out
+
+
+def _details(
+    conn: psycopg.Connection[Any], collection: Collection, keys: list[Any], query: str
+) -> dict[Any, tuple[str, str, str, str | None, str]]:
+    """external id, title, content, category and highlighted snippet per id, for the top k."""
+    if not keys:
+        return {}
+    c = collection
+    statement = sql.SQL(
+        "WITH tq AS (SELECT (SELECT string_agg(array_to_tsvector(ARRAY[u.lexeme])::text, ' | ')"
+        "::tsquery FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector(%(cfg)s::regconfig, "
+        "%(q)s))) u) AS q) "
+        "SELECT {id}, {ext}::text, coalesce({title}::text, ''), {content}::text, {cat}::text, "
+        "coalesce(ts_headline(%(cfg)s::regconfig, {content}::text, (SELECT q FROM tq), %(opts)s),"
+        " left({content}::text, 240)) "
+        "FROM {table} t WHERE {id} = ANY(%(keys)s)").format(
+        id=sql.Identifier("t", c.id_column),
+        ext=c.column(c.external_id_column or c.id_column),
+        title=c.column(c.title_column),
+        content=sql.Identifier("t", c.content_column),
+        cat=c.column(c.category_column),
+        table=c.table,
+    )
+    rows = conn.execute(statement, {"cfg": c.text_config, "q": query, "keys": keys,
+                                    "opts": _HEADLINE_OPTIONS}).fetchall()
+    return {r[0]: (r[1], r[2], r[3] or "", r[4], r[5] or "") for r in rows}
+
+
+def _snippet_html(text: str) -> str:
+    return html.escape(text).replace(_MARK_START, "<mark>").replace(_MARK_STOP, "</mark>")
+
+
+@dataclass
+class Comparison:
+    """Semantic, keyword and hybrid top-k for one query, from one candidate fetch."""
+
+    semantic: pd.DataFrame
+    keyword: pd.DataFrame
+    hybrid: pd.DataFrame
+    movement: pd.DataFrame  # per document in any list: its rank in each, and how far it moved
+    overlap: dict[str, int]
+    notes: list[str]
+
+
+def compare_rankings(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    query: str,
+    *,
+    embedder: Embedder,
+    k: int = 10,
+    weight: float = 0.5,
+    fusion: str = "convex",
+    rrf_k: int = 60,
+    candidates: int = 100,
+    keyword_ranker: str = "bm25",
+    filters: SearchFilters | Mapping[str, Any] | None = None,
+) -> Comparison:
+    """Side by side: the semantic, keyword and hybrid top-k, their pairwise overlap and, per
+    document, its rank in each list and how far hybrid moved it from each arm."""
+    check_k(k)
+    if keyword_ranker not in KEYWORD_RANKERS:
+        raise InvalidInput(f"Unknown keyword ranker {keyword_ranker!r}.")
+    ranker: KeywordRanker = "bm25" if keyword_ranker == "bm25" else "ts_rank_cd"
+    vec = embed_query(collection, query, embedder=embedder)
+    cands = fetch_candidates(conn, collection, query, vec, candidates=candidates,
+                             keyword_rankers=(ranker,), filters=filters)
+    frame = cands.frame
+    lists: dict[str, np.ndarray] = {}
+    for name, w in (("semantic", 1.0), ("keyword", 0.0), ("hybrid", weight)):
+        order, _ = fuse(frame, weight=w, fusion=fusion, rrf_k=rrf_k, keyword_ranker=ranker)
+        lists[name] = order[:k]
+    keys = list(dict.fromkeys(frame["key"].iloc[np.concatenate(list(lists.values()))]))
+    details = _details(conn, collection, keys, query)
+
+    def table(order: np.ndarray) -> pd.DataFrame:
+        rows = frame.iloc[order]
+        return pd.DataFrame({
+            "rank": np.arange(1, len(rows) + 1),
+            "id": rows["id"].to_numpy(),
+            "title": [details[key][1] or details[key][0] for key in rows["key"]],
+        })
+
+    pos = {name: {int(i): r for r, i in enumerate(order, start=1)} for name, order in lists.items()}
+    everyone = list(dict.fromkeys(int(i) for o in lists.values() for i in o))
+    movement = pd.DataFrame({
+        "id": [frame["id"].iloc[i] for i in everyone],
+        "title": [details[frame["key"].iloc[i]][1] or details[frame["key"].iloc[i]][0]
+                  for i in everyone],
+        "hybrid_rank": pd.array([pos["hybrid"].get(i) for i in everyone], dtype="Int64"),
+        "semantic_rank": pd.array([pos["semantic"].get(i) for i in everyone], dtype="Int64"),
+        "keyword_rank": pd.array([pos["keyword"].get(i) for i in everyone], dtype="Int64"),
+    })
+    movement["moved_vs_semantic"] = movement["semantic_rank"] - movement["hybrid_rank"]
+    movement["moved_vs_keyword"] = movement["keyword_rank"] - movement["hybrid_rank"]
+    movement = movement.sort_values(["hybrid_rank", "semantic_rank", "keyword_rank"],
+                                    na_position="last").reset_index(drop=True)
+    sets = {n: set(pos[n]) for n in pos}
+    overlap = {
+        "semantic & keyword": len(sets["semantic"] & sets["keyword"]),
+        "semantic & hybrid": len(sets["semantic"] & sets["hybrid"]),
+        "keyword & hybrid": len(sets["keyword"] & sets["hybrid"]),
+        "all three": len(sets["semantic"] & sets["keyword"] & sets["hybrid"]),
+    }
+    return Comparison(table(lists["semantic"]), table(lists["keyword"]), table(lists["hybrid"]),
+                      movement, overlap, cands.notes)

@@ -1,0 +1,287 @@
+"""Okapi BM25 over core PostgreSQL full-text search (no extension).
+
+Term frequencies come from the stored tsvector of each matching row (positions per lexeme), the
+candidates from the GIN index (``tsv @@ <OR of the query's lexemes>``), and the corpus statistics
+(document frequency per lexeme, document length, number of documents, total length) live in three
+side tables keyed by the collection table's oid:
+
+  vecdash_bm25_terms  (relid, lexeme, df)
+  vecdash_bm25_docs   (relid, doc_id, length)      length = number of token positions
+  vecdash_bm25_totals (relid, docs, total_length)
+
+Statement-level triggers with transition tables (``REFERENCING NEW TABLE / OLD TABLE``) on the
+collection table keep them exact on INSERT and COPY, DELETE, UPDATE and TRUNCATE, in the writing
+transaction, so ingestion and deletion need no code of their own. ``install_bm25`` creates the
+triggers and backfills the statistics from the rows already stored; ``create_collection`` calls it,
+and search calls ``ensure_bm25`` lazily for collections created before it existed.
+
+Attached tables (and managed ones in read-only mode before the triggers exist) are never altered:
+for them the keyword arm computes ``to_tsvector`` and the statistics on the fly, with a full scan
+per query (fine for small tables, slow for big ones; the Search page says so).
+
+Scoring (the Lucene / Robertson-Sparck Jones form, non-negative idf)::
+
+    idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+    score(d) = sum over distinct query lexemes t in d of
+               idf(t) * tf(t,d) * (k1 + 1) / (tf(t,d) + k1 * (1 - b + b * len(d) / avglen))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+
+from vecdash.collections import Collection
+from vecdash.db import require_writable
+
+DEFAULT_K1 = 1.2
+DEFAULT_B = 0.75
+TRIGGER_NAMES = ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd", "vecdash_bm25_trunc")
+
+# The number of token positions in a tsvector (a lexeme stored without positions counts once).
+TSV_LENGTH = "(SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0) FROM unnest({}))"
+
+_SHARED_DDL: list[LiteralString] = [
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
+           relid oid NOT NULL, lexeme text NOT NULL, df bigint NOT NULL,
+           PRIMARY KEY (relid, lexeme))""",
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_docs (
+           relid oid NOT NULL, doc_id bigint NOT NULL, length integer NOT NULL,
+           PRIMARY KEY (relid, doc_id))""",
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_totals (
+           relid oid PRIMARY KEY, docs bigint NOT NULL, total_length bigint NOT NULL)""",
+    """CREATE OR REPLACE FUNCTION vecdash_tsv_length(tsvector) RETURNS integer
+       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+       $$ SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)::integer
+          FROM unnest($1) $$""",
+    """CREATE OR REPLACE FUNCTION vecdash_bm25_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
+           SELECT TG_RELID, u.lexeme, count(*) FROM vecdash_new n, unnest(n.tsv) u
+           GROUP BY u.lexeme ORDER BY u.lexeme
+         ON CONFLICT (relid, lexeme) DO UPDATE SET df = t.df + excluded.df;
+         INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
+           SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n;
+         INSERT INTO vecdash_bm25_totals AS t (relid, docs, total_length)
+           SELECT TG_RELID, count(*), coalesce(sum(vecdash_tsv_length(n.tsv)), 0)
+           FROM vecdash_new n
+         ON CONFLICT (relid) DO UPDATE
+           SET docs = t.docs + excluded.docs, total_length = t.total_length + excluded.total_length;
+         RETURN NULL;
+       END $$""",
+    """CREATE OR REPLACE FUNCTION vecdash_bm25_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         UPDATE vecdash_bm25_terms t SET df = t.df - o.c
+           FROM (SELECT u.lexeme, count(*) AS c FROM vecdash_old d, unnest(d.tsv) u
+                 GROUP BY u.lexeme) o
+           WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme;
+         DELETE FROM vecdash_bm25_terms t
+           WHERE t.relid = TG_RELID AND t.df <= 0
+             AND t.lexeme IN (SELECT u.lexeme FROM vecdash_old d, unnest(d.tsv) u);
+         DELETE FROM vecdash_bm25_docs x USING vecdash_old d
+           WHERE x.relid = TG_RELID AND x.doc_id = d.id;
+         UPDATE vecdash_bm25_totals t
+           SET docs = t.docs - o.c, total_length = t.total_length - o.l
+           FROM (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
+                 FROM vecdash_old d) o
+           WHERE t.relid = TG_RELID;
+         RETURN NULL;
+       END $$""",
+    """CREATE OR REPLACE FUNCTION vecdash_bm25_update() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         UPDATE vecdash_bm25_terms t SET df = t.df - o.c
+           FROM (SELECT u.lexeme, count(*) AS c FROM vecdash_old d, unnest(d.tsv) u
+                 GROUP BY u.lexeme) o
+           WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme;
+         INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
+           SELECT TG_RELID, u.lexeme, count(*) FROM vecdash_new n, unnest(n.tsv) u
+           GROUP BY u.lexeme ORDER BY u.lexeme
+         ON CONFLICT (relid, lexeme) DO UPDATE SET df = t.df + excluded.df;
+         DELETE FROM vecdash_bm25_terms t
+           WHERE t.relid = TG_RELID AND t.df <= 0
+             AND t.lexeme IN (SELECT u.lexeme FROM vecdash_old d, unnest(d.tsv) u);
+         DELETE FROM vecdash_bm25_docs x USING vecdash_old d
+           WHERE x.relid = TG_RELID AND x.doc_id = d.id;
+         INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
+           SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n;
+         UPDATE vecdash_bm25_totals t
+           SET docs = t.docs - o.c + n.c, total_length = t.total_length - o.l + n.l
+           FROM (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
+                 FROM vecdash_old d) o,
+                (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
+                 FROM vecdash_new d) n
+           WHERE t.relid = TG_RELID;
+         RETURN NULL;
+       END $$""",
+    """CREATE OR REPLACE FUNCTION vecdash_bm25_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         DELETE FROM vecdash_bm25_terms WHERE relid = TG_RELID;
+         DELETE FROM vecdash_bm25_docs WHERE relid = TG_RELID;
+         UPDATE vecdash_bm25_totals SET docs = 0, total_length = 0 WHERE relid = TG_RELID;
+         RETURN NULL;
+       END $$""",
+]
+
+_TRIGGERS: list[LiteralString] = [
+    "CREATE TRIGGER vecdash_bm25_ins AFTER INSERT ON {table} REFERENCING NEW TABLE AS vecdash_new "
+    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_insert()",
+    "CREATE TRIGGER vecdash_bm25_del AFTER DELETE ON {table} REFERENCING OLD TABLE AS vecdash_old "
+    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_delete()",
+    "CREATE TRIGGER vecdash_bm25_upd AFTER UPDATE ON {table} REFERENCING OLD TABLE AS vecdash_old "
+    "NEW TABLE AS vecdash_new FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_update()",
+    "CREATE TRIGGER vecdash_bm25_trunc AFTER TRUNCATE ON {table} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_truncate()",
+]
+
+
+def supports_stored_stats(collection: Collection) -> bool:
+    """Whether BM25 statistics can be kept by triggers: a managed table with its stored tsv."""
+    return collection.managed and collection.tsv_column == "tsv" and collection.id_column == "id"
+
+
+def _relid(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (collection.schema_name, collection.table_name),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def bm25_installed(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+    """The table's oid when its BM25 triggers are in place (statistics are current), else None."""
+    row = conn.execute(
+        "SELECT c.oid, (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid "
+        "               AND t.tgname = ANY(%s)) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (list(TRIGGER_NAMES), collection.schema_name, collection.table_name),
+    ).fetchone()
+    if row is None or int(row[1]) != len(TRIGGER_NAMES):
+        return None
+    return int(row[0])
+
+
+def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
+    """Create the statistics tables and triggers for a managed collection and backfill the
+    statistics from its stored rows, in one transaction (a savepoint when called inside one).
+    Returns the table's oid. Idempotent: running it again rebuilds the statistics."""
+    require_writable(conn)
+    if not supports_stored_stats(collection):
+        raise ValueError(f"{collection.name!r} is not a managed collection with a tsv column.")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
+        for ddl in _SHARED_DDL:
+            conn.execute(ddl)
+        table = collection.table
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+        relid = _relid(conn, collection)
+        assert relid is not None
+        for name in TRIGGER_NAMES:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table))
+        for trigger in _TRIGGERS:
+            conn.execute(sql.SQL(trigger).format(table=table))
+        # Statistics of tables that no longer exist (dropped collections) go too.
+        orphans = [r[0] for r in conn.execute(
+            "SELECT relid FROM vecdash_bm25_totals t "
+            "WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.relid)"
+        ).fetchall()]
+        for stats in ("vecdash_bm25_terms", "vecdash_bm25_docs", "vecdash_bm25_totals"):
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE relid = ANY(%s)").format(sql.Identifier(stats)),
+                ([*orphans, relid],),
+            )
+        conn.execute(
+            sql.SQL("INSERT INTO vecdash_bm25_terms (relid, lexeme, df) "
+                    "SELECT %s, u.lexeme, count(*) FROM {} d, unnest(d.tsv) u GROUP BY u.lexeme"
+                    ).format(table),
+            (relid,),
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO vecdash_bm25_docs (relid, doc_id, length) "
+                    "SELECT %s, d.id, vecdash_tsv_length(d.tsv) FROM {} d").format(table),
+            (relid,),
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO vecdash_bm25_totals (relid, docs, total_length) "
+                    "SELECT %s, count(*), coalesce(sum(vecdash_tsv_length(d.tsv)), 0) FROM {} d"
+                    ).format(table),
+            (relid,),
+        )
+    return relid
+
+
+def ensure_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+    """The oid to read stored statistics with, installing the triggers (and backfilling) first
+    when a managed collection predates them. None: compute statistics on the fly (attached
+    tables, or read-only mode before the triggers exist)."""
+    if not supports_stored_stats(collection):
+        return None
+    relid = bm25_installed(conn, collection)
+    if relid is not None:
+        return relid
+    ro = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
+    if ro is not None and ro[0] == "on":
+        return None
+    try:
+        return install_bm25(conn, collection)
+    except psycopg.errors.ReadOnlySqlTransaction:
+        return None
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    docs: int
+    total_length: int
+    df: dict[str, int]
+
+
+def stored_stats(conn: psycopg.Connection[Any], relid: int) -> CorpusStats:
+    """The statistics the triggers keep for a table (for checks and tests)."""
+    row = conn.execute(
+        "SELECT docs, total_length FROM vecdash_bm25_totals WHERE relid = %s", (relid,)
+    ).fetchone()
+    terms = conn.execute(
+        "SELECT lexeme, df FROM vecdash_bm25_terms WHERE relid = %s", (relid,)
+    ).fetchall()
+    return CorpusStats(
+        docs=int(row[0]) if row else 0,
+        total_length=int(row[1]) if row else 0,
+        df={str(lex): int(df) for lex, df in terms},
+    )
+
+
+def bm25_scores(
+    docs: Mapping[Any, Mapping[str, int]],
+    query_lexemes: Sequence[str],
+    *,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+) -> dict[Any, float]:
+    """Reference BM25 in plain Python: ``docs`` maps a document id to its term frequencies
+    (lexeme -> count). Returns the score of every document that contains a query lexeme."""
+    n = len(docs)
+    lengths = {d: sum(tf.values()) for d, tf in docs.items()}
+    avg = (sum(lengths.values()) / n) if n else 0.0
+    avg = avg if avg > 0 else 1.0
+    terms = list(dict.fromkeys(query_lexemes))
+    df = {t: sum(1 for tf in docs.values() if t in tf) for t in terms}
+    out: dict[Any, float] = {}
+    for d, tf in docs.items():
+        score = 0.0
+        matched = False
+        for t in terms:
+            f = tf.get(t, 0)
+            if f == 0:
+                continue
+            matched = True
+            idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+            score += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * lengths[d] / avg))
+        if matched:
+            out[d] = score
+    return out
