@@ -81,6 +81,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vecdash.collections import get_collection
+    from vecdash.embedders import get_embedder
+    from vecdash.quality import evaluation_report, load_labeled_files, run_labeled_queries
+
+    settings = Settings.from_env()
+    with _connect() as conn:
+        collection = get_collection(conn, args.collection)
+        labeled = load_labeled_files(args.queries, args.qrels, collection=collection)
+        for p in labeled.problems:
+            print(f"{p.source}:{p.line or '-'}: {p.problem}", file=sys.stderr)
+        embedder = get_embedder(collection.embedder, collection.model,
+                                api_key=settings.openai_api_key,
+                                base_url=settings.openai_base_url)
+        run = run_labeled_queries(conn, collection, labeled, embedder=embedder,
+                                  candidates=args.candidates)
+    print(evaluation_report(run, k=args.k, weight=args.weight, fusion=args.fusion))
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -96,11 +116,23 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10)
 
 
+def _setup_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", default="demo")
+    p.add_argument("--queries", help="queries file: BEIR JSONL or id<TAB>text[<TAB>type]")
+    p.add_argument("--qrels", help="judgments file: BEIR TSV or TREC qrels")
+    p.add_argument("-k", type=int, default=10, help="cutoff for Recall@k and P@k")
+    p.add_argument("--weight", type=float, default=0.5, help="semantic weight of the hybrid rows")
+    p.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
+    p.add_argument("--candidates", type=int, default=100, help="candidate depth per arm")
+
+
 COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "info": (cmd_info, "which database is in use, PostgreSQL and pgvector versions", None),
     "collections": (cmd_collections, "list collections with rows, model, metric, indexes", None),
     "load-demo": (cmd_load_demo, "load (or --reload) the bundled demo collection", _setup_load_demo),
     "search": (cmd_search, "semantic search a collection", _setup_search),
+    "eval": (cmd_eval, "labeled-query metrics (nDCG@10, R@k, MRR@10, P@k) and the weight sweep",
+             _setup_eval),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 
