@@ -2,7 +2,10 @@
 
 POST /v1/embeddings answers like the OpenAI API with deterministic vectors (seeded by the text).
 ``fail_next`` queues HTTP status codes to answer with before succeeding (429, 500, ...); requests
-are recorded so tests can check batching.
+are recorded so tests can check batching. Like the real API it refuses a request with more than
+2,048 inputs or 300,000 tokens, an input over 8,192 tokens (counted with cl100k_base) and
+``dimensions`` above the model's; ``wrong_dimension`` makes it answer with vectors of another size
+(a misconfigured compatible server); ``extra_models`` adds models a compatible server serves.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
+
+from vecdash.embedders import count_text_tokens
 
 MODELS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 
@@ -31,6 +36,9 @@ class FakeOpenAI:
     fail_next: list[int] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    wrong_dimension: int | None = None
+    extra_models: dict[str, int] = field(default_factory=dict)
+    token_counts: list[int] = field(default_factory=list)  # tokens per successful request
 
     @property
     def base_url(self) -> str:
@@ -67,10 +75,25 @@ class FakeOpenAI:
                     status = fake.fail_next.pop(0)
                     return self.error(status, "simulated failure", "server_error")
                 model = body.get("model")
-                if model not in MODELS:
+                models = {**MODELS, **fake.extra_models}
+                if model not in models:
                     return self.error(404, f"The model {model} does not exist", "model_not_found")
                 inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-                dim = int(body.get("dimensions") or MODELS[model])
+                if len(inputs) > 2048:
+                    return self.error(400, "'input' must have at most 2048 items",
+                                      "invalid_request_error")
+                counts = [count_text_tokens(str(t)) for t in inputs]
+                if max(counts, default=0) > 8192:
+                    return self.error(400, "This model's maximum context length is 8192 tokens",
+                                      "invalid_request_error")
+                if sum(counts) > 300_000:
+                    return self.error(400, "Requested 300001+ tokens, max 300000 tokens per "
+                                      "request", "max_tokens_per_request")
+                if body.get("dimensions") and int(body["dimensions"]) > models[model]:
+                    return self.error(400, "This model does not support the requested dimensions",
+                                      "invalid_request_error")
+                dim = fake.wrong_dimension or int(body.get("dimensions") or models[model])
+                fake.token_counts.append(sum(counts))
                 data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, dim)}
                         for i, t in enumerate(inputs)]
                 tokens = sum(len(str(t).split()) for t in inputs)

@@ -101,6 +101,83 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import time
+
+    from vecdash.chunking import ChunkSpec
+    from vecdash.embedders import get_embedder
+    from vecdash.ingest import ingest_file
+    from vecdash.readers import ColumnMapping, ReadCounter, count_rows, detect_format
+
+    settings = Settings.from_env()
+    fmt = detect_format(args.file)
+    embedder = None
+    if args.embedder != "none":
+        embedder = get_embedder(args.embedder, args.model, dimensions=args.dimensions,
+                                api_key=settings.openai_api_key,
+                                base_url=args.base_url or settings.openai_base_url)
+    mapping = None
+    if args.content:
+        mapping = ColumnMapping(content=args.content, id=args.id, title=args.title,
+                                category=args.category, embedding=args.vector_column,
+                                metadata=tuple(args.metadata or ()))
+    total = count_rows(args.file, fmt=fmt, text_mode=args.text_mode)
+    counter = ReadCounter()
+    started = time.monotonic()
+
+    def progress(report: Any) -> None:
+        done = min(counter.rows, total)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / total) if total else width
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows  "
+              f"{report.inserted} new  {rate:.1f} rows/s  ETA {eta:.0f}s ",
+              end="", file=sys.stderr, flush=True)
+
+    with _connect() as conn:
+        collection, report = ingest_file(
+            conn, args.file, collection=args.collection, mapping=mapping, fmt=fmt,
+            text_mode=args.text_mode,
+            chunking=ChunkSpec(args.chunking, args.chunk_size, args.overlap),
+            embedder=embedder, metric=args.metric, batch_size=args.batch_size,
+            progress=progress, counter=counter)
+    print(file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for failure in report.failed[:20]:
+        print(f"failed: {failure.external_id}: {failure.reason}", file=sys.stderr)
+    if report.failed_count > 20:
+        print(f"... and {report.failed_count - 20} more failures", file=sys.stderr)
+    print(f"{collection.name}: inserted {report.inserted}, skipped {report.skipped_duplicates} "
+          f"duplicates, failed {report.failed_count}; {report.embedded} texts embedded, "
+          f"{report.cached} from the embedding cache")
+    return 0
+
+
+def _setup_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="CSV, TSV, JSON, JSONL, Parquet, .txt/.md or PDF")
+    p.add_argument("--collection", required=True, help="target (created when missing)")
+    p.add_argument("--embedder", default="local", choices=["local", "openai", "none"],
+                   help="'none': the file has a vector column")
+    p.add_argument("--model", default=None)
+    p.add_argument("--dimensions", type=int, default=None, help="OpenAI text-embedding-3 only")
+    p.add_argument("--base-url", default="", help="an OpenAI-compatible server")
+    p.add_argument("--content", default=None, help="content column (default: guessed)")
+    p.add_argument("--id", default=None)
+    p.add_argument("--title", default=None)
+    p.add_argument("--category", default=None)
+    p.add_argument("--vector-column", default=None, help="column with precomputed vectors")
+    p.add_argument("--metadata", nargs="*", help="columns kept in metadata")
+    p.add_argument("--text-mode", default="file", choices=["file", "sections"])
+    p.add_argument("--chunking", default="none", choices=["none", "paragraph", "tokens"])
+    p.add_argument("--chunk-size", type=int, default=200, help="tokens per chunk")
+    p.add_argument("--overlap", type=int, default=40, help="tokens shared by neighbours")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
+    p.add_argument("--batch-size", type=int, default=256)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -133,6 +210,8 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "search": (cmd_search, "semantic search a collection", _setup_search),
     "eval": (cmd_eval, "labeled-query metrics (nDCG@10, R@k, MRR@10, P@k) and the weight sweep",
              _setup_eval),
+    "ingest": (cmd_ingest, "load a file into a collection (resumes: stored rows are skipped)",
+               _setup_ingest),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 

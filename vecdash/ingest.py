@@ -2,6 +2,9 @@
 
 Each batch is one transaction (rows and the collection's data_version bump commit together), so an
 interrupted load leaves whole batches only, and running it again skips what is stored (by hash).
+
+Embeddings are cached in ``vecdash_embedding_cache`` keyed by (provider, model, dimension, sha256 of
+the exact text embedded), so loading the same texts into another collection calls no model.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Record:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     embedding: Sequence[float] | np.ndarray | None = None
+    error: str | None = None  # set by a reader for a row it could not parse: it fails alone
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class IngestReport:
     processed: int = 0
     batches: int = 0
     embedded: int = 0  # texts sent to the model
+    cached: int = 0  # texts whose vector came from the embedding cache
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed_count(self) -> int:
@@ -67,6 +73,68 @@ ProgressCallback = Callable[[IngestReport], None]
 def content_hash(content: str) -> str:
     """The dedupe key: sha256 of the content with whitespace collapsed and ends trimmed."""
     return hashlib.sha256(_WS.sub(" ", content).strip().encode("utf-8")).hexdigest()
+
+
+def embedding_key(text: str) -> str:
+    """The embedding cache key of a text: sha256 of exactly the text sent to the model."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+CACHE_DDL = sql.SQL("""
+CREATE TABLE IF NOT EXISTS vecdash_embedding_cache (
+    provider   text NOT NULL,
+    model      text NOT NULL,
+    dimension  integer NOT NULL,
+    text_hash  text NOT NULL,
+    embedding  vector NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (provider, model, dimension, text_hash)
+)""")
+
+
+def ensure_embedding_cache(conn: psycopg.Connection[Any]) -> None:
+    """Create the embedding cache table when it is missing (idempotent, safe when racing)."""
+    require_writable(conn)
+    if conn.execute("SELECT to_regclass('vecdash_embedding_cache') IS NOT NULL").fetchone() == (True,):
+        return
+    try:
+        with conn.transaction():
+            conn.execute(CACHE_DDL)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        pass  # another process created it at the same moment
+
+
+def cache_provider(embedder: Embedder) -> str:
+    """The provider part of the cache key: an OpenAI-compatible server's base URL is part of it."""
+    base_url = getattr(embedder, "base_url", "") or ""
+    return f"{embedder.provider}@{base_url}" if base_url else embedder.provider
+
+
+def clear_embedding_cache(conn: psycopg.Connection[Any]) -> int:
+    """Empty the embedding cache; return how many vectors were removed."""
+    require_writable(conn)
+    ensure_embedding_cache(conn)
+    return conn.execute("DELETE FROM vecdash_embedding_cache").rowcount
+
+
+def check_embedder(collection: Collection, embedder: Embedder | None) -> None:
+    """Refuse an embedder whose vectors do not fit the collection (dimension, then model): called
+    before any work so a mismatch never costs model calls or writes."""
+    if embedder is None:
+        return
+    if embedder.dimension and embedder.dimension != collection.dimension:
+        raise InvalidInput(
+            f"The embedder {embedder.provider}/{embedder.model} makes {embedder.dimension}-"
+            f"dimensional vectors but {collection.name!r} stores {collection.dimension}. Use the "
+            f"collection's model ({collection.embedder}/{collection.model}) or a new collection."
+        )
+    known = collection.embedder in ("local", "openai")
+    if known and (embedder.provider, embedder.model) != (collection.embedder, collection.model):
+        raise InvalidInput(
+            f"{collection.name!r} holds vectors from {collection.embedder}/{collection.model}; "
+            f"vectors from {embedder.provider}/{embedder.model} would not be comparable with them. "
+            "Use the same model, or load into a new collection."
+        )
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -98,6 +166,7 @@ def ingest_records(
     batch_size: int = 256,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    use_cache: bool = True,
 ) -> IngestReport:
     """Load records into a managed collection and report what happened.
 
@@ -112,12 +181,9 @@ def ingest_records(
             f"{collection.name!r} is an attached table; vecdash only loads into collections it "
             "created. Create a new collection for these documents."
         )
-    if embedder is not None and embedder.dimension and embedder.dimension != collection.dimension:
-        raise InvalidInput(
-            f"The embedder {embedder.provider}/{embedder.model} makes {embedder.dimension}-"
-            f"dimensional vectors but {collection.name!r} stores {collection.dimension}. Use the "
-            f"collection's model ({collection.embedder}/{collection.model}) or a new collection."
-        )
+    check_embedder(collection, embedder)
+    if embedder is not None and use_cache:
+        ensure_embedding_cache(conn)
     report = IngestReport()
     for batch in _batches(records, batch_size):
         if should_cancel is not None and should_cancel():
@@ -125,7 +191,7 @@ def ingest_records(
                 f"Ingestion cancelled after {report.inserted} new rows; they are stored. Run it "
                 "again to continue: stored documents are skipped."
             )
-        _ingest_batch(conn, collection, batch, embedder, report)
+        _ingest_batch(conn, collection, batch, embedder, report, use_cache)
         report.batches += 1
         if progress is not None:
             progress(report)
@@ -138,11 +204,15 @@ def _ingest_batch(
     batch: list[Record],
     embedder: Embedder | None,
     report: IngestReport,
+    use_cache: bool = True,
 ) -> None:
     report.processed += len(batch)
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
     for rec in batch:
+        if rec.error:
+            report.failed.append(Failure(str(rec.external_id or "(no id)"), rec.error))
+            continue
         text = rec.content if isinstance(rec.content, str) else ""
         if isinstance(rec.content, float) and math.isnan(rec.content):
             text = ""
@@ -199,14 +269,8 @@ def _ingest_batch(
                 "Some records have no vector and no embedder was given. Choose an embedder or "
                 "provide a vector column."
             )
-        vectors = embedder.embed([_embed_text(rows[i][0]) for i in need])
-        report.embedded += len(need)
-        if vectors.ndim != 2 or vectors.shape[1] != collection.dimension:
-            raise InvalidInput(
-                f"The embedder returned {vectors.shape[-1]}-dimensional vectors but "
-                f"{collection.name!r} stores {collection.dimension}. Use the collection's model "
-                f"({collection.embedder}/{collection.model})."
-            )
+        texts = [_embed_text(rows[i][0]) for i in need]
+        vectors = _embed_with_cache(conn, collection, embedder, texts, report, use_cache)
         for i, vec in zip(need, vectors, strict=True):
             rec, h, ext, _ = rows[i]
             rows[i] = (rec, h, ext, vec)
@@ -236,6 +300,56 @@ def _ingest_batch(
                 ))
         bump_data_version(conn, collection.name)
     report.inserted += len(rows)
+
+
+def _embed_with_cache(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    embedder: Embedder,
+    texts: list[str],
+    report: IngestReport,
+    use_cache: bool,
+) -> np.ndarray:
+    """Vectors for ``texts``: from the cache where stored, from the model for the rest (which are
+    then cached, in their own transaction, so they survive a failure of the batch)."""
+    dim = collection.dimension
+    keys = [embedding_key(t) for t in texts]
+    found: dict[str, np.ndarray] = {}
+    provider = cache_provider(embedder)
+    if use_cache:
+        for key, vec in conn.execute(
+            "SELECT text_hash, embedding FROM vecdash_embedding_cache WHERE provider = %s "
+            "AND model = %s AND dimension = %s AND text_hash = ANY(%s)",
+            (provider, embedder.model, dim, keys),
+        ).fetchall():
+            found[key] = np.asarray(vec, dtype=np.float32)
+    missing: dict[str, str] = {}
+    for key, text in zip(keys, texts, strict=True):
+        if key not in found:
+            missing.setdefault(key, text)
+    report.cached += sum(1 for k in keys if k in found)
+    if missing:
+        vectors = embedder.embed(list(missing.values()))
+        drain = getattr(embedder, "drain_warnings", None)
+        if callable(drain):
+            report.warnings.extend(drain())
+        report.embedded += len(missing)
+        if vectors.ndim != 2 or vectors.shape[1] != dim:
+            raise InvalidInput(
+                f"The embedder returned {vectors.shape[-1]}-dimensional vectors but "
+                f"{collection.name!r} stores {dim}. Use the collection's model "
+                f"({collection.embedder}/{collection.model})."
+            )
+        fresh = dict(zip(missing, vectors, strict=True))
+        if use_cache:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO vecdash_embedding_cache (provider, model, dimension, text_hash, "
+                    "embedding) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(provider, embedder.model, dim, k, v) for k, v in fresh.items()],
+                )
+        found.update(fresh)
+    return np.vstack([found[k] for k in keys]).astype(np.float32, copy=False)
 
 
 def _embed_text(rec: Record) -> str:
@@ -271,3 +385,80 @@ def delete_documents(
         )
         bump_data_version(conn, collection.name)
     return cur.rowcount
+
+
+def ingest_file(
+    conn: psycopg.Connection[Any],
+    path: Any,
+    *,
+    collection: str,
+    mapping: Any = None,
+    fmt: Any = None,
+    text_mode: Any = "file",
+    chunking: Any = None,
+    embedder: Embedder | None = None,
+    metric: str = "cosine",
+    batch_size: int = 256,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    counter: Any = None,
+) -> tuple[Collection, IngestReport]:
+    """Read a file, map its columns, chunk, embed and load it into ``collection`` (created when it
+    does not exist; an existing one must match the embedder). Everything that can be checked is
+    checked before any model call or write: the file is readable, the mapping names real columns,
+    the chunking is valid, the embedder fits. Running it again resumes (stored content is skipped).
+
+    ``mapping`` is a readers.ColumnMapping (guessed when None), ``chunking`` a chunking.ChunkSpec,
+    ``counter`` a readers.ReadCounter that counts source rows for progress.
+    """
+    from vecdash.chunking import ChunkSpec, chunk_records
+    from vecdash.collections import create_collection, drop_collection, get_collection
+    from vecdash.errors import NotFound
+    from vecdash.readers import file_records
+
+    require_writable(conn)
+    spec = (chunking or ChunkSpec()).check()
+    records = file_records(path, mapping, fmt=fmt, text_mode=text_mode, counter=counter)
+    try:
+        target = get_collection(conn, collection)
+        created = False
+    except NotFound:
+        target = None
+    if target is None:
+        if embedder is not None:
+            dimension = embedder.dimension or int(embedder.embed(["dimension probe"]).shape[1])
+            provider, model = embedder.provider, embedder.model
+        else:
+            dimension = _first_vector_dimension(path, mapping, fmt, text_mode)
+            provider, model = "none", "precomputed"
+        target = create_collection(conn, collection, dimension=dimension, metric=metric,
+                                   embedder=provider, model=model)
+        created = True
+    check_embedder(target, embedder)
+    try:
+        report = ingest_records(conn, target, chunk_records(records, spec), embedder=embedder,
+                                batch_size=batch_size, progress=progress,
+                                should_cancel=should_cancel)
+    except Exception:
+        if created and get_collection(conn, collection).data_version == 0:
+            drop_collection(conn, collection)  # nothing was stored: leave no empty collection
+        raise
+    return target, report
+
+
+def _first_vector_dimension(path: Any, mapping: Any, fmt: Any, text_mode: Any) -> int:
+    from vecdash.readers import guess_mapping, parse_vector, preview_rows, read_rows
+
+    if mapping is None:
+        frame, _ = preview_rows(path, fmt=fmt, text_mode=text_mode)
+        mapping = guess_mapping(list(frame.columns))
+    if not mapping.embedding:
+        raise InvalidInput(
+            "Choose an embedder, or map the column that holds precomputed vectors."
+        )
+    for row in read_rows(path, fmt=fmt, text_mode=text_mode):
+        if isinstance(row, dict):
+            vec, _ = parse_vector(row.get(mapping.embedding))
+            if vec is not None and len(vec):
+                return len(vec)
+    raise InvalidInput(f"No row has a vector in the column {mapping.embedding!r}.")
