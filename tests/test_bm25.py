@@ -1,0 +1,216 @@
+"""BM25 over core PostgreSQL full-text search: SQL scores equal a plain-Python BM25 over the same
+lexemes, and the trigger-kept statistics stay exact through insert, delete, update, truncate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from vecdash.bm25 import bm25_installed, bm25_scores, ensure_bm25, stored_stats
+from vecdash.collections import Collection, attach_table, create_collection, drop_collection
+from vecdash.ingest import Record, delete_documents, ingest_records
+from vecdash.search import fetch_candidates
+
+TEXTS = [
+    ("Bread basics", "Why does my bread not rise? Dead yeast, cold kitchens and old flour."),
+    ("Sourdough", "Feed the sourdough starter twice a day; a lively starter makes bread rise."),
+    ("Yeast", "Yeast yeast yeast: instant yeast, active dry yeast and fresh yeast compared."),
+    ("C++ scope", "The C++ :: scope resolution operator and templates in C++ code."),
+    ("Knots", "A bowline knot makes a fixed loop at the end of a rope."),
+    ("Proofing", "Proofing dough in a warm place lets the yeast make it rise; over-proofed "
+                 "dough collapses."),
+    ("Kettles", "Descale the kettle with vinegar when limescale builds up."),
+    ("Rope care", "Wash a climbing rope in cold water and dry it away from the sun."),
+    ("Flour", "Bread flour has more protein than cake flour, so bread made with it is chewier."),
+    ("Short", "Rise."),
+    ("Empty-ish", "The and of a to."),
+    ("Long", " ".join(["the bread and the rope and the kettle"] * 30)),
+]
+QUERIES = ["why does my bread not rise", "yeast", "rope knot", "C++ ::", "bread flour protein",
+           "kettle limescale vinegar rope bread yeast", "the", "Rise!", "zzzz unknownword"]
+
+
+def make_collection(conn: Any, name: str, texts: list[tuple[str, str]] = TEXTS) -> Collection:
+    c = create_collection(conn, name, dimension=4, embedder="none", model="x")
+    rng = np.random.default_rng(3)
+    ingest_records(conn, c, [Record(body, title=title, external_id=f"d{i}",
+                                    embedding=rng.normal(size=4))
+                             for i, (title, body) in enumerate(texts)])
+    return c
+
+
+@pytest.fixture
+def collection(conn: Any, unique_name: str) -> Iterator[Collection]:
+    c = make_collection(conn, unique_name)
+    yield c
+    drop_collection(conn, unique_name)
+
+
+def term_frequencies(conn: Any, table: sql.Composable, tsv: sql.Composable,
+                     id_column: str = "id") -> dict[str, dict[str, int]]:
+    """Each row's lexemes and their counts, read from the to_tsvector output."""
+    rows = conn.execute(
+        sql.SQL("SELECT t.{}::text, u.lexeme, coalesce(array_length(u.positions, 1), 1) "
+                "FROM {} t LEFT JOIN LATERAL unnest({}) u ON true").format(
+            sql.Identifier(id_column), table, tsv)
+    ).fetchall()
+    docs: dict[str, dict[str, int]] = {}
+    for doc_id, lexeme, tf in rows:
+        docs.setdefault(doc_id, {})
+        if lexeme is not None:
+            docs[doc_id][lexeme] = tf
+    return docs
+
+
+def query_lexemes(conn: Any, query: str, config: str = "english") -> list[str]:
+    rows = conn.execute("SELECT lexeme FROM unnest(to_tsvector(%s::regconfig, %s))",
+                        (config, query)).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_scores(conn: Any, c: Collection, docs: dict[str, dict[str, int]], *,
+                 k1: float = 1.2, b: float = 0.75) -> int:
+    compared = 0
+    for q in QUERIES:
+        got = fetch_candidates(conn, c, q, None, candidates=1000, keyword_rankers=("bm25",),
+                               k1=k1, b=b).frame
+        expected = bm25_scores(docs, query_lexemes(conn, q), k1=k1, b=b)
+        sql_scores = dict(zip(got["id"], got["bm25_score"], strict=True))
+        assert set(sql_scores) == set(expected), q
+        for doc_id, score in expected.items():
+            assert sql_scores[doc_id] == pytest.approx(score, abs=1e-6), (q, doc_id)
+            compared += 1
+        order = sorted(expected, key=lambda d: (-expected[d], d))
+        assert list(got.sort_values("bm25_rank")["id"]) == order
+    return compared
+
+
+@pytest.mark.parametrize(("k1", "b"), [(1.2, 0.75), (2.0, 0.3), (0.5, 1.0), (1.2, 0.0)])
+def test_bm25_sql_equals_python(conn: Any, collection: Collection, k1: float, b: float) -> None:
+    docs = term_frequencies(conn, collection.table, sql.SQL("t.tsv"))
+    assert check_scores(conn, collection, docs, k1=k1, b=b) > 20
+
+
+def test_bm25_on_demo_equals_python(conn: Any, demo: Collection) -> None:
+    docs = term_frequencies(conn, demo.table, sql.SQL("t.tsv"))
+    assert len(docs) > 100
+    compared = 0
+    from vecdash.demo import demo_queries
+
+    for q in [x.text for x in demo_queries()]:
+        got = fetch_candidates(conn, demo, q, None, candidates=1000,
+                               keyword_rankers=("bm25",)).frame
+        expected = bm25_scores(docs, query_lexemes(conn, q))
+        assert set(got["id"]) == set(expected), q
+        for doc_id, score in zip(got["id"], got["bm25_score"], strict=True):
+            assert score == pytest.approx(expected[doc_id], abs=1e-6)
+            compared += 1
+    assert compared > 100
+
+
+def recomputed(conn: Any, c: Collection) -> tuple[int, int, dict[str, int]]:
+    docs = term_frequencies(conn, c.table, sql.SQL("t.tsv"))
+    df: Counter[str] = Counter()
+    for tf in docs.values():
+        df.update(tf.keys())
+    return len(docs), sum(sum(tf.values()) for tf in docs.values()), dict(df)
+
+
+def assert_stats_exact(conn: Any, c: Collection) -> None:
+    relid = bm25_installed(conn, c)
+    assert relid is not None
+    stats = stored_stats(conn, relid)
+    n, total, df = recomputed(conn, c)
+    assert (stats.docs, stats.total_length) == (n, total)
+    assert stats.df == df
+    lengths = dict(conn.execute(
+        sql.SQL("SELECT t.id, d.length FROM {} t JOIN vecdash_bm25_docs d "
+                "ON d.relid = %s AND d.doc_id = t.id").format(c.table), (relid,)).fetchall())
+    assert len(lengths) == n
+
+
+def test_statistics_follow_insert_delete_update_truncate(conn: Any, collection: Collection) -> None:
+    assert_stats_exact(conn, collection)
+    rng = np.random.default_rng(5)
+    ingest_records(conn, collection, [
+        Record("Brand new yeast water recipe for bread", external_id="n1",
+               embedding=rng.normal(size=4)),
+        Record("Another rope: a static rope for caving", external_id="n2",
+               embedding=rng.normal(size=4)),
+    ])
+    assert_stats_exact(conn, collection)
+    assert delete_documents(conn, collection, ["d2", "n1", "d11"]) == 3
+    assert_stats_exact(conn, collection)
+    conn.execute(sql.SQL("UPDATE {} SET content = 'kettle kettle kettle descaling' "
+                         "WHERE external_id IN ('d0', 'd4')").format(collection.table))
+    assert_stats_exact(conn, collection)
+    # a failed write rolls the statistics back with it
+    with pytest.raises(Exception, match="content_hash|duplicate"):
+        with conn.transaction():
+            conn.execute(sql.SQL("DELETE FROM {} WHERE external_id = 'd1'").format(
+                collection.table))
+            conn.execute(sql.SQL("INSERT INTO {} (external_id, content, content_hash, embedding) "
+                                 "SELECT 'x', content, content_hash, embedding FROM {} "
+                                 "WHERE external_id = 'd3'").format(collection.table,
+                                                                  collection.table))
+    assert_stats_exact(conn, collection)
+    conn.execute(sql.SQL("TRUNCATE {}").format(collection.table))
+    relid = bm25_installed(conn, collection)
+    assert relid is not None
+    stats = stored_stats(conn, relid)
+    assert (stats.docs, stats.total_length, stats.df) == (0, 0, {})
+    assert fetch_candidates(conn, collection, "bread", None, keyword_rankers=("bm25",)).frame.empty
+
+
+def test_older_collection_gets_statistics_lazily(conn: Any, collection: Collection) -> None:
+    """A collection created before the triggers existed: search installs them and backfills."""
+    for trigger in ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd",
+                    "vecdash_bm25_trunc"):
+        conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(trigger),
+                                                               collection.table))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE external_id = 'd0'").format(collection.table))
+    assert bm25_installed(conn, collection) is None
+    docs = term_frequencies(conn, collection.table, sql.SQL("t.tsv"))
+    check_scores(conn, collection, docs)  # installs and backfills on the first search
+    assert_stats_exact(conn, collection)
+    assert ensure_bm25(conn, collection) == bm25_installed(conn, collection)
+
+
+def test_attached_table_scores_on_the_fly(conn: Any, unique_name: str) -> None:
+    table = sql.Identifier(unique_name)
+    conn.execute(sql.SQL("CREATE TABLE {} (doc_id int PRIMARY KEY, title text, body text, "
+                         "embedding vector(4))").format(table))
+    try:
+        for i, (title, body) in enumerate(TEXTS):
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(table),
+                         (i, title if i % 3 else None, body, np.ones(4) * (i + 1)))
+        c = attach_table(conn, unique_name, schema="public", table=unique_name,
+                         vector_column="embedding", content_column="body", title_column="title")
+        assert c.tsv_column is None
+        docs = term_frequencies(
+            conn, c.table,
+            sql.SQL("to_tsvector('english', coalesce(t.title, '') || ' ' || coalesce(t.body, ''))"),
+            id_column="doc_id")
+        assert check_scores(conn, c, docs) > 20
+        got = fetch_candidates(conn, c, "yeast", None, keyword_rankers=("bm25",))
+        assert any("on the fly" in n for n in got.notes)
+        cols = conn.execute(sql.SQL("SELECT count(*) FROM pg_trigger WHERE tgrelid = {}::regclass"
+                                    ).format(sql.Literal(unique_name))).fetchone()
+        assert cols[0] == 0  # the attached table is never altered
+    finally:
+        drop_collection(conn, unique_name)
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+
+
+def test_ts_rank_cd_arm_matches_postgres(conn: Any, collection: Collection) -> None:
+    got = fetch_candidates(conn, collection, "bread yeast", None,
+                           keyword_rankers=("ts_rank_cd",)).frame
+    expected = dict(conn.execute(sql.SQL(
+        "SELECT id::text, ts_rank_cd(tsv, to_tsquery('english', 'bread | yeast')) FROM {} "
+        "WHERE tsv @@ to_tsquery('english', 'bread | yeast')").format(collection.table)).fetchall())
+    assert dict(zip(got["id"], got["ts_rank_cd_score"], strict=True)) == pytest.approx(expected)
