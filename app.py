@@ -14,6 +14,8 @@ st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/search.py", title="Search", icon="🔎"),
+    st.Page("pages/quality.py", title="Quality Lab", icon="🧪"),
 ]
 
 

@@ -667,3 +667,18 @@ def compare_rankings(
     }
     return Comparison(table(lists["semantic"]), table(lists["keyword"]), table(lists["hybrid"]),
                       movement, overlap, cands.notes)
+
+
+def list_categories(
+    conn: psycopg.Connection[Any], collection: Collection, *, limit: int = 500
+) -> list[str]:
+    """The distinct categories of a collection (for the filter), most common first."""
+    if not collection.category_column:
+        return []
+    col = sql.Identifier(collection.category_column)
+    rows = conn.execute(
+        sql.SQL("SELECT {}::text, count(*) FROM {} WHERE {} IS NOT NULL GROUP BY 1 "
+                "ORDER BY 2 DESC, 1 LIMIT %s").format(col, collection.table, col),
+        (limit,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
