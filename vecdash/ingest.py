@@ -322,7 +322,8 @@ def _embed_with_cache(
             "AND model = %s AND dimension = %s AND text_hash = ANY(%s)",
             (provider, embedder.model, dim, keys),
         ).fetchall():
-            found[key] = np.asarray(vec, dtype=np.float32)
+            found[key] = np.asarray(vec.to_numpy() if hasattr(vec, "to_numpy") else vec,
+                                    dtype=np.float32)
     missing: dict[str, str] = {}
     for key, text in zip(keys, texts, strict=True):
         if key not in found:
