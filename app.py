@@ -9,13 +9,17 @@ from vecdash import db
 from vecdash.collections import list_collections
 from vecdash.demo import DEMO_COLLECTION
 from vecdash.errors import VecdashError
+from vecdash.projection import warm_up_in_background
 
 st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
+warm_up_in_background()  # compile UMAP's numba code while the first page loads (once)
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("pages/search.py", title="Search", icon="🔎"),
     st.Page("pages/quality.py", title="Quality Lab", icon="🧪"),
+    st.Page("pages/indexes.py", title="Index Lab", icon="⚙️"),
+    st.Page("pages/map.py", title="Embedding Map", icon="🗺️"),
 ]
 
 
@@ -34,12 +38,14 @@ def sidebar() -> None:
         st.sidebar.info("No collections yet.")
         st.session_state.pop("collection", None)
         return
-    if "collection_next" in st.session_state:  # set by ui.select_collection on the last run
-        st.session_state["collection"] = st.session_state.pop("collection_next")
     current = st.session_state.get("collection")
     if current not in names:
-        st.session_state["collection"] = DEMO_COLLECTION if DEMO_COLLECTION in names else names[0]
-    st.sidebar.selectbox("Collection", names, key="collection")
+        current = DEMO_COLLECTION if DEMO_COLLECTION in names else names[0]
+    # A plain session key, not a widget key: widget state created in the entry script before
+    # st.navigation does not survive reruns reliably, and pages (and tests) set the key directly.
+    st.session_state["collection"] = st.sidebar.selectbox(
+        "Collection", names, index=names.index(current)
+    )
 
 
 def first_start() -> None:

@@ -75,11 +75,8 @@ def embedder_for(collection: Collection) -> Embedder:
 
 
 def select_collection(name: str) -> None:
-    """Make ``name`` the sidebar's collection from the next run on (call st.rerun() after).
-
-    The sidebar's selectbox owns st.session_state["collection"] and may not be assigned once it is
-    drawn, so the choice waits under another key until app.py draws the sidebar again."""
-    st.session_state["collection_next"] = name
+    """Make ``name`` the current collection (the sidebar picks it up on the next run)."""
+    st.session_state["collection"] = name
 
 
 def current_collection_name() -> str | None:

@@ -7,6 +7,8 @@ and leave the shared demo collection as it is.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,14 +23,19 @@ from vecdash.embedders import LocalEmbedder
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data_dir = tmp_path_factory.mktemp("vecdash-data")
+def settings() -> Iterator[Settings]:
+    # Not under pytest's basetemp: a concurrent pytest run resets that tree to mode 0700, which
+    # locks out the server's own system user when tests run as root.
+    data_dir = tempfile.mkdtemp(prefix="vecdash-test-")
     # The app under AppTest reads the same environment, so it reuses this server.
-    os.environ["VECDASH_DATA_DIR"] = str(data_dir)
+    os.environ["VECDASH_DATA_DIR"] = data_dir
     os.environ["VECDASH_AUTOLOAD_DEMO"] = "0"
     for var in ("VECDASH_DATABASE_URL", "VECDASH_READ_ONLY", "PGHOST", "PGDATABASE"):
         os.environ.pop(var, None)
-    return Settings.from_env()
+    current = Settings.from_env()
+    yield current
+    db.stop_embedded(current)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -20,13 +21,17 @@ def run_app() -> AppTest:
     return at
 
 
+def search_button(at: AppTest) -> Any:
+    return next(b for b in at.button if b.label == "Search")
+
+
 def test_shell_shows_database_and_collection_picker(demo: Collection) -> None:
     at = run_app()
     sidebar_text = " ".join(m.value for m in at.sidebar.markdown)
     assert "embedded / vecdash" in sidebar_text
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert "PostgreSQL 18" in captions and "pgvector 0.8" in captions
-    picker = at.sidebar.selectbox(key="collection")
+    picker = at.sidebar.selectbox[0]
     assert "demo" in picker.options and picker.value == "demo"
 
 
@@ -36,8 +41,8 @@ def test_home_lists_collections_and_searches(demo: Collection) -> None:
     row = frame[frame["collection"] == "demo"].iloc[0]
     assert row["rows"] == len(demo_documents())
     assert row["metric"] == "cosine" and "all-MiniLM-L6-v2" in row["embedder / model"]
-    at.text_input(key="quick_query").input("how do I keep my sourdough starter alive").run()
-    at.button[-1].click().run()  # the form's Search button
+    at.text_input(key="quick_query").input("how do I keep my sourdough starter alive")
+    search_button(at).click().run()
     assert not at.exception
     results = [m.value for m in at.markdown if "distance" in m.value]
     assert len(results) == 5
@@ -46,7 +51,7 @@ def test_home_lists_collections_and_searches(demo: Collection) -> None:
 
 def test_home_empty_query_shows_message(demo: Collection) -> None:
     at = run_app()
-    at.button[-1].click().run()
+    search_button(at).click().run()
     assert any("empty" in e.value for e in at.error)
 
 

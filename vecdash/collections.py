@@ -371,7 +371,8 @@ class DiscoveredTable:
 
 
 def discover_tables(conn: psycopg.Connection[Any]) -> list[DiscoveredTable]:
-    """Tables (and views) with a vector or halfvec column that no collection uses yet."""
+    """Tables (and views) with a vector or halfvec column that no collection uses yet (vecdash's
+    own vecdash_* tables excluded)."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname, a.attname, t.typname, a.atttypmod
            FROM pg_attribute a
@@ -381,6 +382,7 @@ def discover_tables(conn: psycopg.Connection[Any]) -> list[DiscoveredTable]:
            WHERE t.typname IN ('vector', 'halfvec') AND c.relkind IN ('r', 'p', 'v', 'm')
              AND a.attnum > 0 AND NOT a.attisdropped
              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND left(c.relname, 8) <> 'vecdash_'  -- vecdash's own tables (caches)
              AND NOT EXISTS (SELECT 1 FROM vecdash_collections r
                              WHERE r.schema_name = n.nspname AND r.table_name = c.relname
                                AND r.vector_column = a.attname)

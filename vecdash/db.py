@@ -115,6 +115,14 @@ def start_embedded(settings: Settings) -> str:
     return uri
 
 
+def stop_embedded(settings: Settings) -> None:
+    """Stop the embedded server this process started for ``settings.data_dir`` (if any)."""
+    with _embedded_lock:
+        server = _embedded.pop(str(settings.data_dir.expanduser().resolve()), None)
+    if server is not None:
+        server.cleanup()
+
+
 def resolve_target(settings: Settings) -> Target:
     """Pick the database: VECDASH_DATABASE_URL, else libpq PG* variables, else the embedded one."""
     if settings.database_url:
