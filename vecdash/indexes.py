@@ -345,6 +345,20 @@ def drop_index(conn: psycopg.Connection[Any], collection: Collection, name: str)
             )
 
 
+def categories(conn: psycopg.Connection[Any], collection: Collection, *,
+               limit: int = 200) -> list[str]:
+    """The collection's distinct categories (for the filter + LIMIT trap), most common first."""
+    if not collection.category_column:
+        return []
+    col = sql.Identifier(collection.category_column)
+    rows = conn.execute(
+        sql.SQL("SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL GROUP BY 1 "
+                "ORDER BY count(*) DESC, 1 LIMIT %s").format(col=col, table=collection.table),
+        (limit,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def row_count(conn: psycopg.Connection[Any], collection: Collection) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(collection.table)).fetchone()
     return int(row[0]) if row else 0

@@ -1,0 +1,354 @@
+"""Index Lab: build HNSW / IVFFlat indexes with progress, and see recall against latency live."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from vecdash import indexes as ix
+from vecdash.collections import METRIC_LABELS, Collection, data_version
+from vecdash.demo import DEMO_COLLECTION, demo_queries
+from vecdash.errors import VecdashError
+from vecdash.synthetic import KINDS, create_synthetic_collection
+
+st.title("Index Lab")
+st.caption(
+    "Which index, with which settings, gives the recall you need at the latency you can afford, "
+    "on your data? Build HNSW or IVFFlat indexes, then watch recall@k against p50 / p95 / p99 "
+    "latency as you turn ef_search and probes."
+)
+read_only = ui.read_only()
+MEMORY_CHOICES = ["64MB", "128MB", "256MB", "512MB", "1GB", "2GB", "4GB"]
+
+
+def synthetic_section() -> None:
+    with st.expander("Generate synthetic vectors into a new collection (no model needed)"):
+        st.caption("The benchmark people ask for first: 10,000 random 1536-dimensional vectors, "
+                   "no index vs IVFFlat vs HNSW. Clustered data looks more like real embeddings.")
+        with st.form("ix_synthetic"):
+            cols = st.columns(3)
+            name = cols[0].text_input("Collection name", value="synthetic_10k_1536",
+                                      key="ix_syn_name")
+            n = cols[1].number_input("Vectors", min_value=1, max_value=2_000_000, value=10_000,
+                                     step=1000, key="ix_syn_n")
+            dim = cols[2].number_input("Dimension", min_value=1, max_value=16000, value=1536,
+                                       key="ix_syn_dim")
+            cols = st.columns(3)
+            kind = cols[0].radio("Kind", KINDS, horizontal=True, key="ix_syn_kind")
+            clusters = cols[1].number_input("Clusters (clustered only)", min_value=1,
+                                            max_value=10_000, value=20, key="ix_syn_clusters")
+            metric = cols[2].selectbox("Distance metric", list(METRIC_LABELS),
+                                       format_func=METRIC_LABELS.__getitem__, key="ix_syn_metric")
+            submitted = st.form_submit_button("Generate and load")
+        if submitted:
+            with ui.errors_shown():
+                bar = st.progress(0.0, text="Generating vectors…")
+                with ui.connection() as conn:
+                    _, report = create_synthetic_collection(
+                        conn, name, n=int(n), dimension=int(dim), kind=kind,
+                        clusters=int(clusters), metric=metric,
+                        progress=lambda r: bar.progress(min(1.0, r.processed / int(n)),
+                                                        text=f"{r.processed:,} of {int(n):,} "
+                                                        "vectors loaded (COPY)"),
+                    )
+                st.success(f"Loaded {report.inserted:,} vectors into {name!r}.")
+                ui.select_collection(name)
+                st.rerun()
+
+
+def sample_queries(collection: Collection) -> ix.SampleQueries:
+    """The demo's labeled queries (embedded with its model), else 50 stored vectors; cached per
+    collection version in the session."""
+    with ui.connection() as conn:
+        version = data_version(conn, collection)
+        key = (collection.name, version)
+        cache: dict[Any, ix.SampleQueries] = st.session_state.setdefault("ix_queries", {})
+        if key in cache:
+            return cache[key]
+        labeled: list[Any] = []
+        if collection.name == DEMO_COLLECTION and collection.embedder == "local":
+            try:
+                labeled = demo_queries()
+            except (FileNotFoundError, KeyError, ValueError):
+                labeled = []
+        if labeled:
+            embedder = ui.embedder_for(collection)
+            queries = ix.queries_from_vectors(
+                collection, embedder.embed([q.text for q in labeled]), [q.text for q in labeled],
+                source=f"{len(labeled)} labeled demo queries, embedded with "
+                       f"{collection.embedder}/{collection.model}")
+        else:
+            queries = ix.stored_vector_queries(conn, collection, n=50)
+    cache.clear()
+    cache[key] = queries
+    return queries
+
+
+def index_table(indexes: list[ix.VectorIndex]) -> None:
+    if not indexes:
+        st.info("No vector index yet: every query is an exact scan of the whole table. Build one "
+                "below.")
+        return
+    st.dataframe(pd.DataFrame({
+        "index": [i.name for i in indexes],
+        "type": [i.method for i in indexes],
+        "operator class": [i.opclass for i in indexes],
+        "parameters": [", ".join(f"{k}={v}" for k, v in i.params.items()) for i in indexes],
+        "size on disk": [ui.human_bytes(i.size_bytes) for i in indexes],
+        "valid": ["yes" if i.valid else "INVALID" for i in indexes],
+        "build time": [f"{i.build_seconds:.2f} s" if i.build_seconds is not None
+                       else "not built by vecdash" for i in indexes],
+        "built with": [i.built_with for i in indexes],
+    }), hide_index=True, width="stretch")
+
+
+def invalid_section(collection: Collection, indexes: list[ix.VectorIndex]) -> None:
+    for bad in (i for i in indexes if not i.valid):
+        st.warning(f"{bad.name} is INVALID: an interrupted CREATE INDEX CONCURRENTLY (or a "
+                   "crash) left it. PostgreSQL keeps updating it on every write but never uses it "
+                   "for queries.", icon="⚠️")
+        if not read_only and st.button(f"Drop invalid index {bad.name}", key=f"ix_dropbad_{bad.name}"):
+            with ui.connection() as conn:
+                ix.drop_index(conn, collection, bad.name)
+            st.rerun()
+
+
+def drop_section(collection: Collection, indexes: list[ix.VectorIndex]) -> None:
+    with st.popover("Drop an index", disabled=not indexes):
+        target = st.selectbox("Index to drop", [i.name for i in indexes], key="ix_drop_target")
+        if st.button("Drop index", type="primary", key="ix_drop"):
+            with ui.connection() as conn:
+                ix.drop_index(conn, collection, target)
+            st.rerun()
+
+
+def build_section(collection: Collection, rows: int) -> None:
+    st.subheader("Build an index")
+    target = ix.index_target(collection)
+    if target.halfvec_expression:
+        st.info(target.reason, icon="ℹ️")
+    cols = st.columns(5)
+    method = cols[0].radio("Index type", ix.METHODS, horizontal=True, key="ix_method",
+                           format_func={"hnsw": "HNSW", "ivfflat": "IVFFlat"}.__getitem__)
+    if method == "hnsw":
+        m = cols[1].number_input("m (links per node)", min_value=1, max_value=200,
+                                 value=ix.HNSW_DEFAULTS["m"], key="ix_m")
+        efc = cols[2].number_input("ef_construction", min_value=1, max_value=2000,
+                                   value=ix.HNSW_DEFAULTS["ef_construction"], key="ix_efc",
+                                   help="Candidates kept while linking; at least 2 x m.")
+        spec = ix.IndexSpec("hnsw", m=int(m), ef_construction=int(efc))
+    else:
+        lists = cols[1].number_input(
+            "lists", min_value=1, max_value=ix.LISTS_RANGE[1], value=ix.default_lists(rows),
+            key="ix_lists", help="Advised: rows / 1000 (sqrt(rows) above a million rows).")
+        spec = ix.IndexSpec("ivfflat", lists=int(lists))
+        cols[2].caption(f"{rows:,} rows: about {ix.default_lists(rows)} lists advised. IVFFlat "
+                        "learns its lists from the rows present now; rebuild after big loads.")
+    memory = cols[3].selectbox("maintenance_work_mem", MEMORY_CHOICES, index=3, key="ix_mem",
+                               help="Memory for the build. HNSW builds much faster when the "
+                                    "graph fits in it.")
+    workers = cols[4].number_input(
+        "parallel maintenance workers", min_value=0, max_value=16, value=0, key="ix_workers",
+        help="Extra processes helping the build (max_parallel_maintenance_workers).")
+    st.caption(f"Operator class {target.opclass} (the collection's metric is {collection.metric}). "
+               "The build is one plain CREATE INDEX transaction: writes to the table wait while it "
+               "runs, and cancelling it (or a server restart) leaves no index behind.")
+    if st.button("Build index", type="primary", key="ix_build_start",
+                 disabled="ix_build" in st.session_state):
+        st.session_state["ix_build"] = ix.start_build(
+            ui.settings(), collection, spec, maintenance_work_mem=memory,
+            parallel_workers=int(workers))
+
+
+def monitor_build() -> None:
+    build: ix.IndexBuild | None = st.session_state.get("ix_build")
+    if build is None:
+        return
+    if not build.done:
+        if st.button("Cancel build", key="ix_cancel"):
+            with ui.connection() as conn:
+                build.cancel(conn)
+        bar = st.progress(0.0, text=f"Building {build.spec.label}…")
+        while not build.done:
+            with ui.connection() as conn:
+                progress = build.progress(conn)
+            if progress is not None:
+                counts = (f"{progress.tuples_done:,} / {progress.tuples_total:,} tuples"
+                          if progress.tuples_total else f"{progress.tuples_done:,} tuples, "
+                          f"{progress.blocks_done:,} / {progress.blocks_total:,} blocks")
+                bar.progress(progress.fraction or 0.0,
+                             text=f"{progress.phase} · {counts} · {build.elapsed:.1f} s")
+            time.sleep(0.3)
+    del st.session_state["ix_build"]
+    try:
+        result = build.wait()
+    except VecdashError as exc:
+        st.session_state["ix_build_message"] = ("error", str(exc))
+    else:
+        st.session_state["ix_build_message"] = (
+            "success", f"Built {result.index} ({result.spec.label}) in {result.seconds:.2f} s "
+                       f"with maintenance_work_mem={result.maintenance_work_mem} and "
+                       f"{result.parallel_workers} extra workers.")
+    st.rerun()
+
+
+def show_build_message() -> None:
+    message = st.session_state.pop("ix_build_message", None)
+    if message:
+        kind, text = message
+        (st.success if kind == "success" else st.error)(text)
+
+
+def measurement_metrics(m: ix.Measurement, exact: ix.Measurement) -> None:
+    cols = st.columns(6)
+    cols[0].metric(f"recall@{m.k}", f"{m.recall:.3f}")
+    cols[1].metric("p50", f"{m.p50_ms:.2f} ms")
+    cols[2].metric("p95", f"{m.p95_ms:.2f} ms")
+    cols[3].metric("p99", f"{m.p99_ms:.2f} ms")
+    cols[4].metric("QPS", f"{m.qps:,.0f}")
+    speedup = exact.p50_ms / m.p50_ms if m.p50_ms > 0 else float("inf")
+    cols[5].metric("p50 speed-up vs exact", f"{speedup:.1f}x",
+                   help=f"exact scan p50 {exact.p50_ms:.2f} ms (above 1: faster than exact)")
+
+
+def live_section(collection: Collection, indexes: list[ix.VectorIndex]) -> tuple[
+        ix.SampleQueries, ix.Setting, int, ix.VectorIndex | None]:
+    st.subheader("Live readouts")
+    queries = sample_queries(collection)
+    st.caption(f"Sample queries: {queries.source}. Exact ground truth comes from a sequential "
+               "scan with index scans switched off, cached until the collection changes.")
+    valid = [i for i in indexes if i.valid]
+    cols = st.columns(5)
+    k = int(cols[0].number_input("k", min_value=1, max_value=100, value=10, key="ix_k"))
+    chosen = None
+    if valid:
+        pick = cols[1].selectbox("Index", range(len(valid)), key="ix_index",
+                                 format_func=lambda i: valid[i].label)
+        chosen = valid[min(int(pick), len(valid) - 1)]
+    ef_search = int(cols[2].slider("hnsw.ef_search", 1, 400, 40, key="ix_ef",
+                                   disabled=chosen is not None and chosen.method != "hnsw"))
+    max_probes = max([i.params["lists"] for i in valid if i.method == "ivfflat"] or [1])
+    probes = int(cols[3].slider("ivfflat.probes", 1, max(2, max_probes), min(10, max_probes),
+                                key="ix_probes",
+                                disabled=chosen is not None and chosen.method != "ivfflat"))
+    modes = ix.ITERATIVE_MODES[chosen.method if chosen else "hnsw"]
+    mode = cols[4].selectbox("iterative scan", modes, key="ix_iter",
+                             help="pgvector 0.8: keep scanning the index until k rows pass a "
+                                  "filter. relaxed_order may return rows slightly out of order.")
+    setting = ix.Setting(ef_search=ef_search, probes=probes, iterative_scan=mode)
+    with ui.connection() as conn:
+        exact = ix.exact_measurement(conn, collection, queries, k=k)
+        if chosen is None:
+            st.info(f"Exact scan only (no valid index): p50 {exact.p50_ms:.2f} ms, p95 "
+                    f"{exact.p95_ms:.2f} ms, {exact.qps:,.0f} QPS over {exact.queries} queries.")
+            return queries, setting, k, None
+        m = ix.measure(conn, collection, queries, index=chosen.name, setting=setting, k=k)
+    measurement_metrics(m, exact)
+    notes = [f"{m.queries} queries through {m.index} at {m.setting}, one after another."]
+    if m.hidden:
+        notes.append(f"The other vector index(es) ({', '.join(m.hidden)}) were set aside in the "
+                     "measuring transaction (dropped, then rolled back) so this one is measured "
+                     "alone.")
+    if not m.index_used:
+        notes.append("The planner did not use the index even with sequential scans "
+                     "discouraged: see EXPLAIN below.")
+    st.caption(" ".join(notes))
+    return queries, setting, k, chosen
+
+
+def sweep_section(collection: Collection, queries: ix.SampleQueries, k: int,
+                  iterative: str) -> None:
+    st.subheader("Sweep: recall against speed")
+    st.caption(f"ef_search over {list(ix.EF_SEARCH_SWEEP)} for each HNSW index, probes over 1, 2, "
+               "4, … lists for each IVFFlat index, and the exact scan as the reference point.")
+    if st.button("Run sweep", key="ix_sweep_run"):
+        bar = st.progress(0.0, text="Sweeping…")
+        with ui.connection() as conn:
+            frame = ix.sweep(conn, collection, queries, k=k, iterative_scan=iterative,
+                             progress=lambda d, t, what: bar.progress(d / t, text=what))
+        st.session_state["ix_sweep"] = (collection.name, k, frame)
+    stored = st.session_state.get("ix_sweep")
+    if not stored or stored[0] != collection.name:
+        return
+    _, k_used, frame = stored
+    frame = frame.assign(p95=frame["p95_ms"].round(2), p50=frame["p50_ms"].round(2),
+                         QPS=frame["qps"].round(0))
+    curves = frame[frame["method"] != "exact"]
+    exact = frame[frame["method"] == "exact"]
+    for x, title, label in (("qps", "recall vs QPS (up and right is better)", "queries per second"),
+                            ("p95_ms", "recall vs p95 latency (up and left is better)",
+                             "p95 latency (ms)")):
+        fig = px.line(curves, x=x, y="recall", color="config", markers=True, log_x=True,
+                      hover_data={"setting": True, "p50": True, "p95": True, "QPS": True,
+                                  "config": False, x: False},
+                      labels={x: label, "recall": f"recall@{k_used}", "config": "index"},
+                      title=title)
+        fig.add_trace(go.Scatter(
+            x=exact[x], y=exact["recall"], mode="markers", name="exact scan",
+            marker={"symbol": "star", "size": 14, "color": "black"},
+            hovertext=[f"exact scan · p50 {r.p50} ms · p95 {r.p95} ms · {r.QPS:.0f} QPS"
+                       for r in exact.itertuples()], hoverinfo="text"))
+        st.plotly_chart(fig, width="stretch")
+    st.dataframe(frame[["config", "setting", "recall", "p50_ms", "p95_ms", "p99_ms", "qps",
+                        "index_used"]], hide_index=True, width="stretch")
+
+
+def explain_section(collection: Collection, queries: ix.SampleQueries, setting: ix.Setting,
+                    k: int) -> None:
+    st.subheader("EXPLAIN the current query")
+    with ui.connection() as conn:
+        cats = ix.categories(conn, collection)
+    cols = st.columns([3, 2])
+    pick = cols[0].selectbox("Query", range(len(queries)), key="ix_explain_query",
+                             format_func=lambda i: queries.labels[i])
+    category = cols[1].selectbox("Filter by category (WHERE category = …)", [None, *cats],
+                                 key="ix_explain_cat",
+                                 format_func=lambda c: "no filter" if c is None else c)
+    with ui.connection() as conn:
+        explained = ix.explain_query(conn, collection, queries.vectors[int(pick)], k=k,
+                                     setting=setting, category=category)
+    st.caption(f"Returned {explained.rows} of {k} rows; "
+               + (f"index used: {explained.index_used}." if explained.index_used
+                  else "no vector index used.")
+               + f" Settings: ef_search={setting.ef_search}, probes={setting.probes}, "
+                 f"iterative scan {setting.iterative_scan}.")
+    for warning in explained.warnings:
+        st.warning(warning, icon="⚠️")
+    st.code(explained.plan, language="text")
+
+
+if not read_only:
+    synthetic_section()
+collection = ui.current_collection()
+rows = 0
+if collection is not None:
+    with ui.errors_shown():
+        with ui.connection() as conn:
+            rows = ix.row_count(conn, collection)
+            indexes = ix.list_vector_indexes(conn, collection)
+        st.markdown(f"**{collection.name}** · {rows:,} rows · {collection.dimension} dimensions "
+                    f"({collection.vector_type}) · {METRIC_LABELS[collection.metric]} · "
+                    f"{collection.embedder}/{collection.model}")
+        st.subheader("Indexes")
+        show_build_message()
+        index_table(indexes)
+        invalid_section(collection, indexes)
+        if not read_only:
+            drop_section(collection, indexes)
+            build_section(collection, rows)
+            monitor_build()
+    with ui.errors_shown():
+        if rows == 0:
+            st.info("The collection is empty: load data (or generate synthetic vectors) first.")
+        else:
+            queries, setting, k, chosen = live_section(collection, indexes)
+            with ui.errors_shown():
+                sweep_section(collection, queries, k, setting.iterative_scan)
+            with ui.errors_shown():
+                explain_section(collection, queries, setting, k)

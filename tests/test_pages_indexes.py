@@ -1,0 +1,110 @@
+"""AppTest: the Index Lab page builds an index on a small collection, measures it and sweeps."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vecdash import indexes as ix
+from vecdash.collections import Collection, drop_collection, get_collection
+from vecdash.synthetic import create_synthetic_collection
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def lab(pool: Any) -> Iterator[Collection]:
+    name = f"lab_{uuid.uuid4().hex[:8]}"
+    with pool.connection() as conn:
+        collection, _ = create_synthetic_collection(conn, name, n=2000, dimension=32,
+                                                    clusters=10, seed=1)
+    yield collection
+    with pool.connection() as conn:
+        drop_collection(conn, name)
+
+
+def open_lab(collection: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["collection"] = collection
+    at.run()
+    at.switch_page("pages/indexes.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str) -> Any:
+    return next(b for b in at.button if b.label == label)
+
+
+def test_build_measure_sweep_and_explain(pool: Any, lab: Collection) -> None:
+    at = open_lab(lab.name)
+    assert at.title[0].value == "Index Lab"
+    assert any("No vector index yet" in i.value for i in at.info)
+    assert any("Exact scan only" in i.value for i in at.info)
+
+    at.number_input(key="ix_m").set_value(8)
+    at.number_input(key="ix_efc").set_value(32)
+    button(at, "Build index").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Built" in s.value and "hnsw m=8" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert list(table["type"]) == ["hnsw"] and list(table["valid"]) == ["yes"]
+    assert table["build time"].iloc[0].endswith(" s")
+
+    labels = [m.label for m in at.metric]
+    assert "recall@10" in labels and "p95" in labels and "QPS" in labels
+    recall = float(next(m for m in at.metric if m.label == "recall@10").value)
+    assert 0.0 < recall <= 1.0
+
+    at.slider(key="ix_ef").set_value(10).run()
+    assert not at.exception
+    assert any("ef_search=10" in c.value for c in at.caption)
+
+    button(at, "Run sweep").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    sweep = at.dataframe[-1].value
+    assert list(sweep["config"])[0] == "exact scan"
+    assert list(sweep["setting"])[1:] == [f"ef_search={v}" for v in ix.EF_SEARCH_SWEEP]
+
+    assert any("Execution Time" in c.value for c in at.code)
+
+
+def test_bad_build_shows_message_and_changes_nothing(pool: Any, lab: Collection) -> None:
+    at = open_lab(lab.name)
+    at.radio(key="ix_method").set_value("ivfflat").run()
+    at.number_input(key="ix_lists").set_value(5000)
+    button(at, "Build index").click().run()
+    assert not at.exception
+    assert any("larger than the number of rows" in e.value for e in at.error)
+    with pool.connection() as conn:
+        assert ix.list_vector_indexes(conn, get_collection(conn, lab.name)) == []
+
+
+def test_demo_uses_labeled_queries(demo: Collection) -> None:
+    at = open_lab(demo.name)
+    assert any("labeled demo queries" in c.value for c in at.caption)
+
+
+def test_synthetic_data_form_creates_collection(pool: Any) -> None:
+    name = f"syn_{uuid.uuid4().hex[:8]}"
+    at = open_lab("demo")
+    at.text_input(key="ix_syn_name").input(name)
+    at.number_input(key="ix_syn_n").set_value(500)
+    at.number_input(key="ix_syn_dim").set_value(64)
+    next(b for b in at.button if b.label == "Generate and load").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    try:
+        with pool.connection() as conn:
+            created = get_collection(conn, name)
+            assert created.model == "synthetic" and ix.row_count(conn, created) == 500
+        assert at.session_state["collection"] == name  # the new collection is picked
+    finally:
+        with pool.connection() as conn:
+            drop_collection(conn, name)
