@@ -298,9 +298,11 @@ def run_labeled_queries(
     k1: float = 1.2,
     b: float = 0.75,
     progress: ProgressFn | None = None,
+    vectors: np.ndarray | None = None,
 ) -> EvalRun:
     """Embed every judged query (one batch) and fetch its candidates (one SQL statement per
-    query: semantic, BM25 and ts_rank_cd with raw scores)."""
+    query: semantic, BM25 and ts_rank_cd with raw scores). ``vectors``: the judged queries'
+    embeddings, in order, when they are already computed (benchmarks)."""
     bad = [p for p in labeled.problems]
     if bad:
         shown = "; ".join(f"line {p.line}: {p.problem}" if p.line else p.problem
@@ -314,8 +316,11 @@ def run_labeled_queries(
         raise InvalidInput(
             "None of the queries has judgments in the qrels, so nothing can be evaluated. Check "
             "that the query ids in both files match.")
-    embed_query(collection, queries[0].text, embedder=embedder)  # checks dimension and model
-    vectors = embedder.embed([q.text for q in queries])
+    if vectors is None:
+        embed_query(collection, queries[0].text, embedder=embedder)  # checks dimension, model
+        vectors = embedder.embed([q.text for q in queries])
+    if len(vectors) != len(queries):
+        raise InvalidInput(f"{len(vectors)} query vectors for {len(queries)} judged queries.")
     out: dict[str, Candidates] = {}
     for i, (q, vec) in enumerate(zip(queries, vectors, strict=True)):
         out[q.id] = fetch_candidates(conn, collection, q.text, query_vector(collection, vec),

@@ -1,0 +1,179 @@
+"""Search benchmark: semantic, BM25 and hybrid latency on the demo and on a 100,000-row collection
+(HNSW + GIN), and the time of a full 11-weight sweep over the demo's labeled queries.
+
+    .venv/bin/python bench/search_bench.py [--rows 100000] [--data-dir DIR] [--repeat 3]
+
+Without --data-dir it runs on a fresh temporary embedded PostgreSQL (loads the demo with the local
+model, then builds the large collection); with --data-dir an existing large collection is reused.
+
+How the large collection is made (no model calls): every row copies one demo passage's words,
+drops about a third of them at random and shuffles the rest into a new short text (so the keyword
+statistics look like real text and every row is distinct); its vector is that passage's model
+embedding plus Gaussian noise (sigma 0.05 per dimension, then L2-normalised), so rows cluster
+around the demo passages. Loaded with vecdash.ingest.ingest_records (records carry embedding=),
+then an HNSW index (m=16, ef_construction=64) is built; the GIN index on the tsvector and the BM25
+statistics (triggers) are kept during the load.
+
+Queries are the demo's labeled queries, embedded once before timing (query embedding is excluded
+from every figure). Semantic = vecdash.search.semantic_search top 10 (HNSW); BM25 = the keyword
+arm alone (fetch_candidates, 100 candidates); hybrid = vecdash.search.hybrid_search top 10
+(both arms, 100 candidates each, fused, highlighted snippets). Targets: hybrid p50 <= 3x
+semantic p50 at 100k rows; the demo sweep (11 weights, convex and RRF) under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
+
+from psycopg import sql  # noqa: E402
+
+from vecdash import db  # noqa: E402
+from vecdash.collections import create_collection, get_collection  # noqa: E402
+from vecdash.config import Settings  # noqa: E402
+from vecdash.demo import DEMO_COLLECTION, demo_documents, load_demo  # noqa: E402
+from vecdash.embedders import LocalEmbedder  # noqa: E402
+from vecdash.errors import NotFound  # noqa: E402
+from vecdash.ingest import Record, ingest_records  # noqa: E402
+from vecdash.quality import demo_labeled_set, run_labeled_queries, sweep  # noqa: E402
+from vecdash.search import fetch_candidates, hybrid_search, semantic_search  # noqa: E402
+
+BIG = "bench_search_100k"
+
+
+def percentiles(fn: Callable[[int], Any], n: int, repeat: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeat):
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            times.append((time.perf_counter() - t) * 1000)
+    arr = np.array(times)
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
+
+
+def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
+    try:
+        c = get_collection(conn, BIG)
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(c.table)).fetchone()[0]
+        if count >= rows:
+            return c, 0.0
+        conn.execute(sql.SQL("DROP TABLE {}").format(c.table))
+        conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (BIG,))
+    except NotFound:
+        pass
+    demo = get_collection(conn, DEMO_COLLECTION)
+    base = conn.execute(sql.SQL("SELECT title, content, category, embedding FROM {} ORDER BY id")
+                        .format(demo.table)).fetchall()
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    c = create_collection(conn, BIG, dimension=demo.dimension)
+    centres = np.stack([np.asarray(r[3], dtype=np.float32) for r in base])
+    words = [(f"{r[0]} {r[1]}").split() for r in base]
+
+    def records() -> Any:
+        for i in range(rows):
+            p = int(rng.integers(len(base)))
+            w = words[p]
+            keep = rng.random(len(w)) > 0.33
+            picked = [x for x, k in zip(w, keep, strict=True) if k] or w[:5]
+            rng.shuffle(picked)
+            text = " ".join(picked[:60]) + f" (variant {i})"
+            vec = centres[p] + rng.normal(scale=0.05, size=centres.shape[1]).astype(np.float32)
+            yield Record(text, title=str(base[p][0])[:60], external_id=f"b{i}",
+                         category=base[p][2], embedding=vec / np.linalg.norm(vec))
+
+    report = ingest_records(conn, c, records(), batch_size=5000)
+    assert report.inserted == rows, report
+    conn.execute("SET maintenance_work_mem = '512MB'")
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) "
+                         "WITH (m = 16, ef_construction = 64)").format(c.table))
+    conn.execute(sql.SQL("ANALYZE {}").format(c.table))
+    return c, time.perf_counter() - started
+
+
+def latency(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: Any,
+            repeat: int) -> dict[str, tuple[float, float]]:
+    n = len(texts)
+    # warm up caches and plans
+    for i in range(min(n, 5)):
+        semantic_search(conn, c, vectors[i], k=10)
+        hybrid_search(conn, c, texts[i], embedder=embedder, vector=vectors[i], k=10)
+    return {
+        "semantic": percentiles(lambda i: semantic_search(conn, c, vectors[i], k=10), n, repeat),
+        "bm25": percentiles(lambda i: fetch_candidates(conn, c, texts[i], None,
+                                                       keyword_rankers=("bm25",)), n, repeat),
+        "hybrid": percentiles(lambda i: hybrid_search(conn, c, texts[i], embedder=embedder,
+                                                      vector=vectors[i], k=10), n, repeat),
+    }
+
+
+def report(label: str, figures: dict[str, tuple[float, float]]) -> None:
+    print(f"\n{label}")
+    print(f"  {'query':<10} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, (p50, p95) in figures.items():
+        print(f"  {name:<10} {p50:>8.2f} {p95:>8.2f}")
+    ratio = figures["hybrid"][0] / figures["semantic"][0]
+    print(f"  hybrid p50 / semantic p50 = {ratio:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--data-dir", help="reuse this embedded database (keeps the big collection)")
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the queries per figure")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vecdash-search-bench-") as tmp:
+        settings = Settings.from_env({"VECDASH_DATA_DIR": args.data_dir or tmp})
+        embedder = LocalEmbedder()
+        with db.connect(settings) as conn:
+            demo, _ = load_demo(conn, embedder=embedder)
+            labeled = demo_labeled_set()
+            queries = [q for q in labeled.queries if q.id in labeled.qrels]
+            texts = [q.text for q in queries]
+            vectors = embedder.embed(texts)
+            print(f"demo: {len(demo_documents())} passages, {len(queries)} labeled queries "
+                  "(embedded once, before timing)")
+
+            report("demo collection (exact scan, no vector index)",
+                   latency(conn, demo, texts, vectors, embedder, args.repeat))
+
+            t = time.perf_counter()
+            run = run_labeled_queries(conn, demo, labeled, embedder=embedder, vectors=vectors)
+            fetched = time.perf_counter() - t
+            t = time.perf_counter()
+            swept = sweep(run)
+            fused = time.perf_counter() - t
+            total = fetched + fused
+            print(f"\n11-weight sweep over {len(queries)} demo queries, convex and RRF "
+                  f"({len(swept)} settings x 4 measures), query embedding excluded:")
+            print(f"  candidates fetched once per query (semantic + BM25 + ts_rank_cd): "
+                  f"{fetched:.2f} s")
+            print(f"  fusion + metrics in numpy for every setting: {fused:.2f} s")
+            print(f"  total {total:.2f} s (target < 5 s: {'met' if total < 5 else 'NOT met'})")
+
+            big, built = build_big(conn, args.rows)
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(big.table)).fetchone()[0]
+            how = (f"built in {built:.0f} s" if built else "reused from --data-dir")
+            print(f"\n{BIG}: {rows} rows ({how}): demo passages' words dropped and shuffled into "
+                  "distinct texts, vectors = the passage's embedding + N(0, 0.05) noise, "
+                  "normalised; HNSW (m=16, ef_construction=64) + GIN, ef_search 100 (the "
+                  "candidate depth)")
+            figures = latency(conn, big, texts, vectors, embedder, args.repeat)
+            report(f"{rows}-row collection (HNSW + GIN)", figures)
+            ratio = figures["hybrid"][0] / figures["semantic"][0]
+            print(f"  target hybrid p50 <= 3x semantic p50: {'met' if ratio <= 3 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
