@@ -178,7 +178,12 @@ def truncate_to_tokens(text: str, limit: int = OPENAI_MAX_TOKENS_PER_INPUT) -> t
     tokens = _encode(encoding, text)
     if len(tokens) <= limit:
         return text, len(tokens)
-    return str(encoding.decode(tokens[:limit])), len(tokens)
+    keep = limit
+    cut = str(encoding.decode(tokens[:keep]))
+    while keep > 1 and len(_encode(encoding, cut)) > limit:  # re-encoding may merge differently
+        keep -= 8
+        cut = str(encoding.decode(tokens[:keep]))
+    return cut, len(tokens)
 
 
 def plan_requests(
