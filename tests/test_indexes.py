@@ -325,3 +325,16 @@ def test_explain_warns_when_lists_exceed_rows(conn: Any) -> None:
                    for w in explained.warnings)
     finally:
         drop_collection(conn, name)
+
+
+def test_index_command_builds_lists_and_sweeps(conn: Any, fresh: Collection,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from vecdash.cli import main
+
+    assert main(["index", fresh.name, "--build", "ivfflat", "--lists", "4", "--sweep",
+                 "--queries", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "built " in out and "ivfflat lists=4" in out and "valid" in out
+    assert "exact scan" in out and "probes=4" in out
+    assert main(["index", fresh.name, "--build", "hnsw", "--m", "1"]) == 2
+    assert "m must be between" in capsys.readouterr().err

@@ -178,6 +178,48 @@ def _setup_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256)
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from vecdash import indexes as ix
+    from vecdash.collections import get_collection
+
+    with _connect() as conn:
+        collection = get_collection(conn, args.collection)
+        if args.drop:
+            ix.drop_index(conn, collection, args.drop)
+            print(f"dropped {args.drop}")
+        if args.build:
+            spec = ix.IndexSpec(args.build, m=args.m, ef_construction=args.ef_construction,
+                                lists=args.lists)
+            r = ix.build_index(conn, collection, spec, maintenance_work_mem=args.memory,
+                               parallel_workers=args.workers)
+            print(f"built {r.index} ({r.spec.label}) in {r.seconds:.2f} s "
+                  f"(maintenance_work_mem={r.maintenance_work_mem}, workers={r.parallel_workers})")
+        for i in ix.list_vector_indexes(conn, collection):
+            took = f"{i.build_seconds:.2f} s" if i.build_seconds is not None else "-"
+            print(f"{i.name:<44} {i.opclass:<20} {'valid' if i.valid else 'INVALID':<8} "
+                  f"{i.size_bytes / 2**20:8.1f} MB  build {took}")
+        if args.sweep:
+            queries = ix.stored_vector_queries(conn, collection, n=args.queries)
+            frame = ix.sweep(conn, collection, queries, k=args.k)
+            print(frame[["config", "setting", "recall", "p50_ms", "p95_ms", "qps"]]
+                  .to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return 0
+
+
+def _setup_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("collection")
+    p.add_argument("--build", choices=["hnsw", "ivfflat"], help="build an index")
+    p.add_argument("--m", type=int, default=16)
+    p.add_argument("--ef-construction", type=int, default=64)
+    p.add_argument("--lists", type=int, default=None, help="IVFFlat lists (default rows/1000)")
+    p.add_argument("--memory", default="512MB", help="maintenance_work_mem for the build")
+    p.add_argument("--workers", type=int, default=0, help="extra parallel maintenance workers")
+    p.add_argument("--drop", metavar="INDEX", help="drop this vector index first")
+    p.add_argument("--sweep", action="store_true", help="recall vs latency sweep vs exact")
+    p.add_argument("--queries", type=int, default=50, help="stored vectors used as queries")
+    p.add_argument("-k", type=int, default=10)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -212,6 +254,7 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
              _setup_eval),
     "ingest": (cmd_ingest, "load a file into a collection (resumes: stored rows are skipped)",
                _setup_ingest),
+    "index": (cmd_index, "list, build, drop vector indexes; --sweep recall vs latency", _setup_index),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 
