@@ -288,7 +288,7 @@ def sweep_section(collection: Collection, queries: ix.SampleQueries, k: int,
                       hover_data={"setting": True, "p50": True, "p95": True, "QPS": True,
                                   "config": False, x: False},
                       labels={x: label, "recall": f"recall@{k_used}", "config": "index"},
-                      title=title)
+                      title=title, color_discrete_sequence=px.colors.qualitative.D3)
         fig.add_trace(go.Scatter(
             x=exact[x], y=exact["recall"], mode="markers", name="exact scan",
             marker={"symbol": "star", "size": 14, "color": "black"},

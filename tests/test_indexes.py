@@ -15,7 +15,7 @@ from psycopg import sql
 from vecdash import indexes as ix
 from vecdash.collections import Collection, attach_table, drop_collection, get_collection
 from vecdash.config import Settings
-from vecdash.errors import Cancelled, InvalidInput, NotFound
+from vecdash.errors import Cancelled, ConnectionFailed, InvalidInput, NotFound
 from vecdash.ingest import Record, ingest_records
 from vecdash.synthetic import create_synthetic_collection, generate_vectors
 
@@ -160,6 +160,25 @@ def test_progress_rows_appear_second_build_refused_and_cancel_leaves_nothing(
         # The collection is usable and the lock is free again.
         done = ix.build_index(conn, collection, ix.IndexSpec("ivfflat"))
         assert ix.get_vector_index(conn, collection, done.index).valid
+    finally:
+        drop_collection(conn, collection.name)
+
+
+def test_losing_the_connection_mid_build_leaves_nothing(conn: Any, settings: Settings) -> None:
+    collection = _slow_build_collection(conn)
+    try:
+        build = ix.start_build(settings, collection, ix.IndexSpec("hnsw", ef_construction=128),
+                               maintenance_work_mem="8MB")
+        deadline = time.monotonic() + 120
+        while build.progress(conn) is None and not build.done and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not build.done
+        # What a server restart does to the build's session: the backend goes away mid-build.
+        conn.execute("SELECT pg_terminate_backend(%s)", (build.pid,))
+        with pytest.raises(ConnectionFailed, match="nothing was left"):
+            build.wait(timeout=60)
+        assert ix.list_vector_indexes(conn, collection) == []
+        assert ix.row_count(conn, collection) == 30000
     finally:
         drop_collection(conn, collection.name)
 
@@ -338,3 +357,22 @@ def test_index_command_builds_lists_and_sweeps(conn: Any, fresh: Collection,
     assert "exact scan" in out and "probes=4" in out
     assert main(["index", fresh.name, "--build", "hnsw", "--m", "1"]) == 2
     assert "m must be between" in capsys.readouterr().err
+
+
+def test_read_only_measures_but_never_builds(conn: Any, fresh: Collection,
+                                             settings: Settings) -> None:
+    from dataclasses import replace
+
+    from vecdash import db
+    from vecdash.errors import ReadOnlyError
+
+    hnsw = ix.build_index(conn, fresh, ix.IndexSpec("hnsw", m=4, ef_construction=8))
+    ix.build_index(conn, fresh, ix.IndexSpec("ivfflat", lists=2))
+    with db.connect(replace(settings, read_only=True)) as ro:
+        with pytest.raises(ReadOnlyError):
+            ix.build_index(ro, fresh, ix.IndexSpec("hnsw"))
+        with pytest.raises(ReadOnlyError):
+            ix.drop_index(ro, fresh, hnsw.index)
+        queries = ix.stored_vector_queries(ro, fresh, n=5)
+        m = ix.measure(ro, fresh, queries, index=hnsw.index, setting=ix.Setting())
+        assert m.hidden == [] and 0 < m.recall <= 1  # the other index could not be set aside

@@ -852,9 +852,8 @@ def _hide_others(conn: psycopg.Connection[Any], collection: Collection, keep: Ve
     hidden: list[str] = []
     others = [i for i in all_indexes if i.name != keep.name and i.valid
               and i.halfvec_expression == keep.halfvec_expression]
-    if not others:
+    if not others or db.is_read_only(conn):  # read-only: measure with the planner's choice
         return hidden
-    require_writable(conn)
     conn.execute("SELECT set_config('lock_timeout', '5s', true)")
     for other in others:
         try:
