@@ -77,7 +77,7 @@ def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     c = create_collection(conn, BIG, dimension=demo.dimension)
-    centres = np.stack([np.asarray(r[3], dtype=np.float32) for r in base])
+    centres = np.stack([np.asarray(r[3].to_numpy(), dtype=np.float32) for r in base])
     words = [(f"{r[0]} {r[1]}").split() for r in base]
 
     def records() -> Any:

@@ -90,7 +90,9 @@ run_key = hashlib.sha256(repr((collection.name, collection.data_version, depth,
                                sorted((q, sorted(d.items())) for q, d in labeled.qrels.items()))
                               ).encode()).hexdigest()
 stored = st.session_state.get("quality_run")
-if st.button("Run labeled queries", type="primary", key="quality_go"):
+clicked = st.button("Run labeled queries", type="primary", key="quality_go")
+# The bundled demo labels run by themselves (a second or two); uploaded ones on the button.
+if clicked or (source == "Bundled demo labels" and (not stored or stored[0] != run_key)):
     with ui.errors_shown():
         embedder = ui.embedder_for(collection)
         bar = st.progress(0.0, text="Embedding the queries…")

@@ -32,6 +32,10 @@ if isinstance(applied, dict):
         st.session_state[key] = value
     st.toast("Applied the Quality Lab setting.")
 
+# /search?q=... opens the page with that query typed in.
+if "q" in st.query_params and "search_query" not in st.session_state:
+    st.session_state["search_query"] = st.query_params["q"]
+
 st.title("Search")
 collection = None
 with ui.errors_shown():

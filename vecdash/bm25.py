@@ -216,14 +216,24 @@ def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
     return relid
 
 
+_seen_installed: dict[tuple[Any, ...], int] = {}
+
+
 def ensure_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
     """The oid to read stored statistics with, installing the triggers (and backfilling) first
     when a managed collection predates them. None: compute statistics on the fly (attached
     tables, or read-only mode before the triggers exist)."""
     if not supports_stored_stats(collection):
         return None
+    # Once seen installed, a collection (same database, table and registry creation time) keeps
+    # its triggers: they go only with the table, and a recreated collection has a new created_at.
+    key = (conn.info.host, conn.info.port, conn.info.dbname, collection.schema_name,
+           collection.table_name, collection.created_at)
+    if key in _seen_installed:
+        return _seen_installed[key]
     relid = bm25_installed(conn, collection)
     if relid is not None:
+        _seen_installed[key] = relid
         return relid
     ro = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
     if ro is not None and ro[0] == "on":

@@ -32,7 +32,8 @@ from vecdash.search import (
     SearchFilters,
     embed_query,
     fetch_candidates,
-    fuse,
+    fuse_arrays,
+    id_ranks,
     query_vector,
 )
 
@@ -277,11 +278,60 @@ class EvalRun:
     problems: list[LabelProblem]
     notes: list[str]
 
+    _arrays: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
     def ranking(self, query_id: str, config: Config, *, k: int) -> list[str]:
-        frame = self.candidates[query_id].frame
-        order, _ = fuse(frame, weight=config.weight, fusion=config.fusion, rrf_k=config.rrf_k,
-                        keyword_ranker=config.keyword_ranker)
-        return [self.external_ids[key] for key in frame["key"].to_numpy()[order[:k]]]
+        a = self.arrays(query_id)
+        order = self._order(a, config)
+        return [str(x) for x in a["ext"][order[:k]]]
+
+    def arrays(self, query_id: str) -> dict[str, Any]:
+        """One query's candidates as numpy arrays, with each candidate's judged grade."""
+        if query_id not in self._arrays:
+            frame = self.candidates[query_id].frame
+            ext = np.array([self.external_ids.get(key, str(key)) for key in frame["key"]],
+                           dtype=object)
+            judged = self.qrels[query_id]
+            a: dict[str, Any] = {
+                "ext": ext,
+                "grades": np.array([judged.get(str(e), 0) for e in ext], dtype=np.float64),
+                "id_rank": id_ranks(frame["id"].to_numpy()),
+                "sem_s": frame["semantic_score"].to_numpy(dtype=np.float64),
+                "sem_r": frame["semantic_rank"].to_numpy(dtype=np.float64),
+            }
+            for ranker in self.candidates[query_id].keyword_rankers:
+                a[f"{ranker}_s"] = frame[f"{ranker}_score"].to_numpy(dtype=np.float64)
+                a[f"{ranker}_r"] = frame[f"{ranker}_rank"].to_numpy(dtype=np.float64)
+            ideal = np.sort(np.array([g for g in judged.values() if g > 0], dtype=np.float64))
+            ideal = ideal[::-1][:10]
+            a["idcg"] = float((ideal / np.log2(np.arange(2, len(ideal) + 2))).sum())
+            a["relevant"] = sum(1 for g in judged.values() if g >= 1)
+            self._arrays[query_id] = a
+        return self._arrays[query_id]
+
+    @staticmethod
+    def _order(a: dict[str, Any], config: Config) -> np.ndarray:
+        order, _ = fuse_arrays(a["sem_s"], a["sem_r"], a[f"{config.keyword_ranker}_s"],
+                               a[f"{config.keyword_ranker}_r"], a["id_rank"],
+                               weight=config.weight, fusion=config.fusion, rrf_k=config.rrf_k)
+        return order
+
+    def scores(self, config: Config, *, k: int = 10) -> np.ndarray:
+        """Every query's measures (rows in query order; columns as ``measure_names(k)``)."""
+        out = np.zeros((len(self.queries), 4))
+        discount = 1.0 / np.log2(np.arange(2, 12))
+        for row, q in enumerate(self.queries):
+            a = self.arrays(q.id)
+            g = a["grades"][self._order(a, config)[:max(k, 10)]]
+            top10 = g[:10]
+            dcg = float((np.where(top10 > 0, top10, 0.0) * discount[:len(top10)]).sum())
+            hits = np.flatnonzero(top10 >= 1)
+            hits_k = int((g[:k] >= 1).sum())
+            out[row] = (dcg / a["idcg"] if a["idcg"] > 0 else 0.0,
+                        hits_k / a["relevant"] if a["relevant"] else 0.0,
+                        1.0 / (hits[0] + 1) if hits.size else 0.0,
+                        hits_k / k)
+        return out
 
 
 ProgressFn = Callable[[int, int], None]
@@ -348,21 +398,22 @@ def run_labeled_queries(
 
 def per_query(run: EvalRun, config: Config, *, k: int = 10) -> pd.DataFrame:
     """One row per query: id, type, text and every measure for this configuration."""
-    rows = []
-    depth = max(k, 10)
-    for q in run.queries:
-        m = query_metrics(run.ranking(q.id, config, k=depth), run.qrels[q.id], k=k)
-        rows.append({"query_id": q.id, "type": q.type, "query": q.text, **m})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame({"query_id": [q.id for q in run.queries],
+                          "type": [q.type for q in run.queries],
+                          "query": [q.text for q in run.queries]})
+    values = run.scores(config, k=k)
+    for i, name in enumerate(measure_names(k)):
+        frame[name] = values[:, i]
+    return frame
 
 
 def metrics_table(run: EvalRun, configs: Iterable[Config], *, k: int = 10) -> pd.DataFrame:
     """Mean of every measure over the queries, one row per configuration."""
     rows = []
     for config in configs:
-        frame = per_query(run, config, k=k)
+        means = run.scores(config, k=k).mean(axis=0)
         rows.append({"configuration": config.label,
-                     **{m: float(frame[m].mean()) for m in measure_names(k)}})
+                     **dict(zip(measure_names(k), map(float, means), strict=True))})
     return pd.DataFrame(rows, columns=["configuration", *measure_names(k)])
 
 
@@ -379,14 +430,14 @@ def sweep(
     k: int = 10,
 ) -> pd.DataFrame:
     """Every measure's mean for each (fusion, weight), fused in numpy from the fetched
-    candidates. Columns: fusion, weight, the measures."""
+    candidates (no SQL). Columns: fusion, weight, the measures."""
     rows = []
     for fusion in fusions:
         for w in weights:
             config = Config(f"{fusion} w={w:.2f}", float(w), fusion, rrf_k, keyword_ranker)
-            frame = per_query(run, config, k=k)
+            means = run.scores(config, k=k).mean(axis=0)
             rows.append({"fusion": fusion, "weight": float(w),
-                         **{m: float(frame[m].mean()) for m in measure_names(k)}})
+                         **dict(zip(measure_names(k), map(float, means), strict=True))})
     return pd.DataFrame(rows, columns=["fusion", "weight", *measure_names(k)])
 
 

@@ -374,7 +374,8 @@ def fetch_candidates(
         "UNION ALL SELECT NULL, {nulls}, (SELECT lexemes FROM tq)").format(
         ctes=sql.SQL(", ").join(ctes), id_expr=id_expr, scores=select_scores, join=join,
         nulls=sql.SQL(", ").join(sql.SQL("NULL") for _ in arms))
-    with conn.transaction():
+    # One round trip: the settings and the statement go together in pipeline mode.
+    with conn.pipeline(), conn.transaction():
         if vector is not None:
             conn.execute(
                 "SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting("
@@ -383,25 +384,27 @@ def fetch_candidates(
                 "set_config('ivfflat.iterative_scan', %(mode)s, true)",
                 {"cand": candidates, "mode": "relaxed_order" if flt.active else "off"},
             )
-        rows = conn.execute(statement, params).fetchall()
+        cur = conn.execute(statement, params)
+    rows = cur.fetchall()
     # The one row with a NULL id carries the query's lexemes even when no arm found anything.
     lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
     rows = [r for r in rows if r[0] is not None]
     keys = [r[0] for r in rows]
-    frame = pd.DataFrame({"key": pd.Series(keys, dtype=object),
-                          "id": pd.Series([str(k) for k in keys], dtype=object)})
+    ids = np.array([str(key) for key in keys], dtype=object)
+    id_rank = id_ranks(ids)
+    columns: dict[str, Any] = {"key": pd.Series(keys, dtype=object), "id": ids}
+    nan = np.full(len(rows), np.nan)
+    columns.update(distance=nan, semantic_score=nan, semantic_rank=nan)
     for i, arm in enumerate(arms, start=1):
-        raw = np.array([np.nan if r[i] is None else float(r[i]) for r in rows], dtype=np.float64)
+        raw = np.array([r[i] for r in rows], dtype=np.float64)  # None becomes NaN
         if arm == "sem":
-            frame["distance"] = raw
-            frame["semantic_score"] = _similarity(c.metric, raw)
-            frame["semantic_rank"] = _ranks(frame["semantic_score"].to_numpy(), frame["id"])
+            columns["distance"] = raw
+            columns["semantic_score"] = _similarity(c.metric, raw)
+            columns["semantic_rank"] = _ranks(columns["semantic_score"], id_rank)
         else:
-            frame[f"{arm}_score"] = raw
-            frame[f"{arm}_rank"] = _ranks(raw, frame["id"])
-    if vector is None:
-        for col in ("distance", "semantic_score", "semantic_rank"):
-            frame[col] = np.nan
+            columns[f"{arm}_score"] = raw
+            columns[f"{arm}_rank"] = _ranks(raw, id_rank)
+    frame = pd.DataFrame(columns)
     notes = []
     if not lexemes:
         notes.append("The query has no searchable words (only stopwords or punctuation), so the "
@@ -413,13 +416,20 @@ def fetch_candidates(
     return Candidates(frame, lexemes, rankers, on_the_fly, notes)
 
 
-def _ranks(scores: np.ndarray, ids: pd.Series) -> np.ndarray:
+def id_ranks(ids: np.ndarray) -> np.ndarray:
+    """Each id's position in sorted order (the last tie-breaker of every ranking)."""
+    out = np.empty(len(ids), dtype=np.int64)
+    out[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    return out
+
+
+def _ranks(scores: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
     """1-based ranks by score (descending, ties by id); NaN where the score is NaN."""
     out = np.full(len(scores), np.nan)
     present = np.flatnonzero(~np.isnan(scores))
     if present.size:
-        order = sorted(present, key=lambda i: (-scores[i], ids.iloc[i]))
-        out[np.asarray(order)] = np.arange(1, len(order) + 1)
+        order = present[np.lexsort((id_rank[present], -scores[present]))]
+        out[order] = np.arange(1, len(order) + 1)
     return out
 
 
@@ -447,10 +457,29 @@ def fuse(
         raise InvalidInput(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}.")
     if fusion == "rrf" and (not isinstance(rrf_k, int) or rrf_k < 1):
         raise InvalidInput(f"The RRF k must be a whole number of at least 1; got {rrf_k!r}.")
-    sem_s = frame["semantic_score"].to_numpy(dtype=np.float64)
-    sem_r = frame["semantic_rank"].to_numpy(dtype=np.float64)
-    kw_s = frame[f"{keyword_ranker}_score"].to_numpy(dtype=np.float64)
-    kw_r = frame[f"{keyword_ranker}_rank"].to_numpy(dtype=np.float64)
+    return fuse_arrays(
+        frame["semantic_score"].to_numpy(dtype=np.float64),
+        frame["semantic_rank"].to_numpy(dtype=np.float64),
+        frame[f"{keyword_ranker}_score"].to_numpy(dtype=np.float64),
+        frame[f"{keyword_ranker}_rank"].to_numpy(dtype=np.float64),
+        id_ranks(frame["id"].to_numpy()),
+        weight=weight, fusion=fusion, rrf_k=rrf_k, fallback_to_semantic=fallback_to_semantic,
+    )
+
+
+def fuse_arrays(
+    sem_s: np.ndarray,
+    sem_r: np.ndarray,
+    kw_s: np.ndarray,
+    kw_r: np.ndarray,
+    id_rank: np.ndarray,
+    *,
+    weight: float,
+    fusion: str = "convex",
+    rrf_k: int = 60,
+    fallback_to_semantic: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fuse`` on plain arrays (scores, 1-based ranks with NaN for absent, id order)."""
     in_sem = ~np.isnan(sem_r)
     in_kw = ~np.isnan(kw_r)
     if fallback_to_semantic and not in_kw.any():
@@ -467,17 +496,16 @@ def fuse(
     else:
         sem_part = _minmax(sem_s, in_sem)
         kw_part = _minmax(kw_s, in_kw)
-    fused = weight * sem_part + (1.0 - weight) * kw_part
-    fused = np.where(keep, fused, np.nan)
-    best_rank = np.fmin(sem_r, kw_r)
+    fused = np.where(keep, weight * sem_part + (1.0 - weight) * kw_part, np.nan)
     if weight >= 1.0:
         best_rank = sem_r
     elif weight <= 0.0:
         best_rank = kw_r
+    else:
+        best_rank = np.fmin(sem_r, kw_r)
     idx = np.flatnonzero(keep)
-    ids = frame["id"].to_numpy()
-    order = sorted(idx, key=lambda i: (-fused[i], best_rank[i], ids[i]))
-    return np.asarray(order, dtype=np.int64), fused
+    order = idx[np.lexsort((id_rank[idx], best_rank[idx], -fused[idx]))]
+    return order.astype(np.int64), fused
 
 
 def _minmax(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
