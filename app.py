@@ -17,6 +17,7 @@ warm_up_in_background()  # compile UMAP's numba code while the first page loads 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("pages/search.py", title="Search", icon="🔎"),
+    st.Page("pages/ingest.py", title="Ingest", icon="📥"),
     st.Page("pages/quality.py", title="Quality Lab", icon="🧪"),
     st.Page("pages/indexes.py", title="Index Lab", icon="⚙️"),
     st.Page("pages/map.py", title="Embedding Map", icon="🗺️"),

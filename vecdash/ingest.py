@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -404,10 +404,11 @@ def ingest_file(
     should_cancel: Callable[[], bool] | None = None,
     counter: Any = None,
 ) -> tuple[Collection, IngestReport]:
-    """Read a file, map its columns, chunk, embed and load it into ``collection`` (created when it
-    does not exist; an existing one must match the embedder). Everything that can be checked is
-    checked before any model call or write: the file is readable, the mapping names real columns,
-    the chunking is valid, the embedder fits. Running it again resumes (stored content is skipped).
+    """Read a file (or a list of files of one kind), map its columns, chunk, embed and load it into
+    ``collection`` (created when it does not exist; an existing one must match the embedder).
+    Everything that can be checked is checked before any model call or write: the file is
+    readable, the mapping names real columns, the chunking is valid, the embedder fits.
+    Running it again resumes (stored content is skipped).
 
     ``mapping`` is a readers.ColumnMapping (guessed when None), ``chunking`` a chunking.ChunkSpec,
     ``counter`` a readers.ReadCounter that counts source rows for progress.
@@ -419,7 +420,14 @@ def ingest_file(
 
     require_writable(conn)
     spec = (chunking or ChunkSpec()).check()
-    records = file_records(path, mapping, fmt=fmt, text_mode=text_mode, counter=counter)
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        raise InvalidInput("No file to load. Choose at least one file.")
+    # file_records checks each file and its mapping now, before anything is written
+    streams = [file_records(p, mapping, fmt=fmt, text_mode=text_mode, counter=counter)
+               for p in paths]
+    records = chain.from_iterable(streams)
+    path = paths[0]
     try:
         target = get_collection(conn, collection)
         created = False
@@ -463,3 +471,18 @@ def _first_vector_dimension(path: Any, mapping: Any, fmt: Any, text_mode: Any) -
             if vec is not None and len(vec):
                 return len(vec)
     raise InvalidInput(f"No row has a vector in the column {mapping.embedding!r}.")
+
+
+def embed_text(record: Record) -> str:
+    """Exactly the text the model sees for a record (the title, a newline, then the content)."""
+    return _embed_text(record)
+
+
+def texts_to_embed(records: Iterable[Record]) -> Iterator[str]:
+    """The texts an ingestion would send to the model (before the cache and stored duplicates are
+    taken off): for token counts and cost estimates before starting."""
+    for rec in records:
+        if rec.error or rec.embedding is not None:
+            continue
+        if isinstance(rec.content, str) and rec.content.strip():
+            yield _embed_text(rec)
