@@ -1,7 +1,8 @@
 """Index benchmark: HNSW and IVFFlat against the exact scan, on synthetic data, in one run.
 
     .venv/bin/python bench/index_bench.py [--rows 100000] [--dim 384] [--clusters 100]
-                                          [--queries 200] [--memory 2GB] [--skip-1536]
+                                          [--intrinsic-dim 0] [--queries 200] [--memory 2GB]
+                                          [--skip-1536]
 
 Case 1: ``--rows`` clustered ``--dim``-dimensional vectors (cosine). HNSW with default parameters
 (m=16, ef_construction=64) built with 0 and with 1 extra parallel maintenance worker, IVFFlat with
@@ -37,9 +38,10 @@ from vecdash.synthetic import generate_vectors, synthetic_records  # noqa: E402
 
 
 def load(conn: Any, name: str, rows: int, dim: int, queries: int, *, kind: str,
-         clusters: int) -> tuple[Collection, ix.SampleQueries, float]:
+         clusters: int, intrinsic_dim: int = 0) -> tuple[Collection, ix.SampleQueries, float]:
     """Store ``rows`` generated vectors and hold out ``queries`` more from the same distribution."""
-    vectors, labels = generate_vectors(rows + queries, dim, kind=kind, clusters=clusters, seed=1)
+    vectors, labels = generate_vectors(rows + queries, dim, kind=kind, clusters=clusters,
+                                       intrinsic_dim=intrinsic_dim, seed=1)
     collection = create_collection(conn, name, dimension=dim, embedder="none", model="synthetic")
     start = time.perf_counter()
     ingest_records(conn, collection, synthetic_records(vectors[:rows], labels[:rows], kind=kind),
@@ -66,10 +68,13 @@ def line(label: str, m: ix.Measurement, exact: ix.Measurement) -> None:
 
 
 def case_clustered(conn: Any, args: argparse.Namespace) -> None:
-    print(f"\n== {args.rows:,} clustered {args.dim}-d vectors ({args.clusters} clusters, cosine), "
-          f"{args.queries} held-out queries ==")
+    within = (f"within-cluster variation in a {args.intrinsic_dim}-d subspace" if args.intrinsic_dim
+              else "isotropic within-cluster noise")
+    print(f"\n== {args.rows:,} clustered {args.dim}-d vectors ({args.clusters} clusters, {within}, "
+          f"cosine), {args.queries} held-out queries ==")
     c, queries, load_s = load(conn, "bench_clustered", args.rows, args.dim, args.queries,
-                              kind="clustered", clusters=args.clusters)
+                              kind="clustered", clusters=args.clusters,
+                              intrinsic_dim=args.intrinsic_dim)
     print(f"  loaded in {load_s:.1f} s ({args.rows / load_s:,.0f} rows/s, COPY via ingest_records)")
     exact = ix.exact_measurement(conn, c, queries, k=10)
     line("exact scan (no index)", exact, exact)
@@ -79,6 +84,9 @@ def case_clustered(conn: Any, args: argparse.Namespace) -> None:
     print(f"  HNSW build speed-up with 1 extra worker: {first.seconds / hnsw.seconds:.2f}x")
     h = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=40), k=10)
     line("HNSW m=16 efc=64, ef_search=40", h, exact)
+    for ef in (80, 160):
+        more = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=ef))
+        line(f"HNSW m=16 efc=64, ef_search={ef}", more, exact)
     ivf = build(conn, c, ix.IndexSpec("ivfflat"), args.memory, 0)
     v = ix.measure(conn, c, queries, index=ivf.index, setting=ix.Setting(probes=10), k=10)
     line(f"IVFFlat lists={ivf.spec.lists}, probes=10", v, exact)
@@ -116,6 +124,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--intrinsic-dim", type=int, default=0,
+                        help="0: isotropic within-cluster noise; r: variation in an r-d subspace")
     parser.add_argument("--memory", default="2GB", help="maintenance_work_mem for the builds")
     parser.add_argument("--skip-1536", action="store_true", help="skip the 10,000 x 1536 case")
     args = parser.parse_args()

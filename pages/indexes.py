@@ -39,11 +39,17 @@ def synthetic_section() -> None:
                                      step=1000, key="ix_syn_n")
             dim = cols[2].number_input("Dimension", min_value=1, max_value=16000, value=1536,
                                        key="ix_syn_dim")
-            cols = st.columns(3)
+            cols = st.columns(4)
             kind = cols[0].radio("Kind", KINDS, horizontal=True, key="ix_syn_kind")
             clusters = cols[1].number_input("Clusters (clustered only)", min_value=1,
                                             max_value=10_000, value=20, key="ix_syn_clusters")
-            metric = cols[2].selectbox("Distance metric", list(METRIC_LABELS),
+            intrinsic = cols[2].number_input(
+                "Intrinsic dimension (clustered)", min_value=0, max_value=16000, value=0,
+                key="ix_syn_intrinsic",
+                help="0: each cluster varies in every direction (hardest for ANN indexes). r: "
+                     "each cluster varies mostly within an r-dimensional subspace, closer to "
+                     "real text embeddings.")
+            metric = cols[3].selectbox("Distance metric", list(METRIC_LABELS),
                                        format_func=METRIC_LABELS.__getitem__, key="ix_syn_metric")
             submitted = st.form_submit_button("Generate and load")
         if submitted:
@@ -52,7 +58,7 @@ def synthetic_section() -> None:
                 with ui.connection() as conn:
                     _, report = create_synthetic_collection(
                         conn, name, n=int(n), dimension=int(dim), kind=kind,
-                        clusters=int(clusters), metric=metric,
+                        clusters=int(clusters), metric=metric, intrinsic_dim=int(intrinsic),
                         progress=lambda r: bar.progress(min(1.0, r.processed / int(n)),
                                                         text=f"{r.processed:,} of {int(n):,} "
                                                         "vectors loaded (COPY)"),

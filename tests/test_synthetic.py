@@ -25,6 +25,20 @@ def test_generate_clustered_vectors_have_labels_and_structure() -> None:
     assert np.array_equal(vectors, again)
 
 
+def test_intrinsic_dimension_confines_within_cluster_variation() -> None:
+    vectors, labels = generate_vectors(2000, 64, kind="clustered", clusters=2, intrinsic_dim=4,
+                                       seed=0)
+    members = vectors[labels == 0]
+    spectrum = np.linalg.svd(members - members.mean(axis=0), compute_uv=False) ** 2
+    assert spectrum[:4].sum() / spectrum.sum() > 0.9  # four directions carry the variation
+    iso, iso_labels = generate_vectors(2000, 64, kind="clustered", clusters=2, seed=0)
+    flat = iso[iso_labels == 0]
+    spread = np.linalg.svd(flat - flat.mean(axis=0), compute_uv=False) ** 2
+    assert spread[:4].sum() / spread.sum() < 0.2
+    with pytest.raises(InvalidInput, match="intrinsic dimension"):
+        generate_vectors(10, 8, intrinsic_dim=9)
+
+
 def test_generate_random_vectors() -> None:
     vectors, labels = generate_vectors(100, 1536, kind="random", seed=1)
     assert vectors.shape == (100, 1536) and not labels.any()

@@ -33,20 +33,35 @@ def generate_vectors(
     kind: str = "clustered",
     clusters: int = 10,
     spread: float = 0.35,
+    intrinsic_dim: int = 0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` float32 vectors of ``dimension`` and their cluster labels (all 0 for "random").
 
-    Clustered: centres are unit-variance normals, members are centre + spread * noise, so clusters
-    overlap a little and nearest neighbours are not trivially the same cluster.
+    Clustered: centres are unit-variance normals, members are centre + spread * noise. With
+    ``intrinsic_dim`` 0 the noise is isotropic (every direction varies: the hardest case for ANN
+    indexes). With ``intrinsic_dim`` r > 0 each cluster varies mostly within its own random
+    r-dimensional subspace (plus a little isotropic noise), closer to how text embeddings fill
+    their space (they have a low intrinsic dimension).
     """
     check_shape(n, dimension, kind=kind, clusters=clusters)
+    if not isinstance(intrinsic_dim, int) or not 0 <= intrinsic_dim <= dimension:
+        raise InvalidInput(f"The intrinsic dimension must be between 0 (isotropic) and the "
+                           f"dimension ({dimension}); got {intrinsic_dim!r}.")
     rng = np.random.default_rng(seed)
     if kind == "random":
         return rng.standard_normal((n, dimension), dtype=np.float32), np.zeros(n, dtype=np.int64)
     centres = rng.standard_normal((clusters, dimension), dtype=np.float32)
     labels = rng.integers(0, clusters, size=n)
     noise = rng.standard_normal((n, dimension), dtype=np.float32)
+    if intrinsic_dim:
+        latent = rng.standard_normal((n, intrinsic_dim), dtype=np.float32)
+        scale = np.float32(1 / np.sqrt(intrinsic_dim))
+        noise *= np.float32(0.1)
+        for c in range(clusters):
+            members = labels == c
+            basis = rng.standard_normal((intrinsic_dim, dimension), dtype=np.float32) * scale
+            noise[members] += latent[members] @ basis
     vectors = centres[labels] + np.float32(spread) * noise
     return vectors.astype(np.float32, copy=False), labels
 
@@ -88,6 +103,7 @@ def create_synthetic_collection(
     kind: str = "clustered",
     clusters: int = 10,
     metric: str = "cosine",
+    intrinsic_dim: int = 0,
     seed: int = 0,
     batch_size: int = 2000,
     progress: ProgressCallback | None = None,
@@ -98,7 +114,8 @@ def create_synthetic_collection(
     fails part-way the new collection is dropped again, so nothing half-made stays behind.
     """
     check_shape(n, dimension, kind=kind, clusters=clusters)
-    vectors, labels = generate_vectors(n, dimension, kind=kind, clusters=clusters, seed=seed)
+    vectors, labels = generate_vectors(n, dimension, kind=kind, clusters=clusters,
+                                       intrinsic_dim=intrinsic_dim, seed=seed)
     collection = create_collection(
         conn, name, dimension=dimension, metric=metric,
         embedder=SYNTHETIC_EMBEDDER, model=SYNTHETIC_MODEL,
