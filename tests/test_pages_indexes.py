@@ -108,3 +108,15 @@ def test_synthetic_data_form_creates_collection(pool: Any) -> None:
     finally:
         with pool.connection() as conn:
             drop_collection(conn, name)
+
+
+def test_read_only_hides_builds_but_measures(pool: Any, lab: Collection,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with pool.connection() as conn:
+        ix.build_index(conn, lab, ix.IndexSpec("ivfflat", lists=4))
+    monkeypatch.setenv("VECDASH_READ_ONLY", "1")
+    at = open_lab(lab.name)
+    labels = [b.label for b in at.button]
+    assert "Build index" not in labels and "Generate and load" not in labels
+    assert "Run sweep" in labels
+    assert any(m.label == "recall@10" for m in at.metric)
