@@ -214,3 +214,31 @@ def test_ts_rank_cd_arm_matches_postgres(conn: Any, collection: Collection) -> N
         "SELECT id::text, ts_rank_cd(tsv, to_tsquery('english', 'bread | yeast')) FROM {} "
         "WHERE tsv @@ to_tsquery('english', 'bread | yeast')").format(collection.table)).fetchall())
     assert dict(zip(got["id"], got["ts_rank_cd_score"], strict=True)) == pytest.approx(expected)
+
+
+def test_maxscore_pruning_keeps_the_exact_top(conn: Any, demo: Collection,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruned BM25 (rows matching only low-idf terms skipped) returns the same top rows and
+    scores as scoring every matching row; forced on for the small demo."""
+    import vecdash.search as search
+    from vecdash.demo import demo_queries
+
+    monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
+    pruned_somewhere = 0
+    for q in [x.text for x in demo_queries()]:
+        for depth in (3, 10):
+            full = fetch_candidates(conn, demo, q, None, candidates=depth,
+                                    keyword_rankers=("bm25",), prune=False).frame
+            fast = fetch_candidates(conn, demo, q, None, candidates=depth,
+                                    keyword_rankers=("bm25",)).frame
+            full = full.sort_values("bm25_rank")
+            fast = fast.sort_values("bm25_rank")
+            assert list(fast["id"]) == list(full["id"]), q
+            assert np.allclose(fast["bm25_score"], full["bm25_score"], atol=1e-9)
+            relid = bm25_installed(conn, demo)
+            assert relid is not None
+            lexemes = search._maxscore_lexemes(
+                conn, demo, relid, q, candidates=depth, filters=search.SearchFilters(),
+                k1=1.2, b=0.75)
+            pruned_somewhere += lexemes is not None
+    assert pruned_somewhere > 5  # the test exercises pruning, not only the fallback

@@ -4,6 +4,7 @@ BM25 or ts_rank_cd keyword arm, fused by convex combination or reciprocal rank f
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -272,6 +273,8 @@ def fetch_candidates(
     filters: SearchFilters | Mapping[str, Any] | None = None,
     k1: float = 1.2,
     b: float = 0.75,
+    prune: bool = True,
+    match_lexemes: Sequence[str] | None = None,
 ) -> Candidates:
     """One SQL statement (one round trip, in one transaction) for both arms: the semantic top
     ``candidates`` (skipped when ``vector`` is None) and, per keyword ranker, the keyword top
@@ -280,6 +283,14 @@ def fetch_candidates(
     With filters, pgvector's iterative index scans are switched on for the transaction (SET
     LOCAL hnsw/ivfflat.iterative_scan = relaxed_order) so a filtered search still returns
     ``candidates`` rows when that many match; hnsw.ef_search is raised to the depth when lower.
+
+    BM25 with stored statistics prunes exactly (MaxScore): when the query's terms match many
+    rows, a first pass over the rows with its rarest terms gives a lower bound on the
+    ``candidates``-th best score, and terms whose summed upper bounds (idf * (k1 + 1)) stay below
+    it cannot lift a row into the top on their own, so rows matching only those are not scored.
+    The top ``candidates`` and their scores are the same as without pruning (``prune=False``).
+    ``match_lexemes`` restricts the BM25 candidates to rows with one of these lexemes (scores
+    still use every query lexeme).
     """
     from vecdash.bm25 import TSV_LENGTH, ensure_bm25
 
@@ -293,15 +304,21 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if "bm25" in rankers else None
     on_the_fly = "bm25" in rankers and relid is None
+    if relid is not None and prune and match_lexemes is None:
+        match_lexemes = _maxscore_lexemes(conn, c, relid, query, candidates=candidates,
+                                          filters=flt, k1=k1, b=b)
     params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
-                              "k1": float(k1), "b": float(b), "relid": relid}
+                              "k1": float(k1), "b": float(b), "relid": relid,
+                              "match": list(match_lexemes) if match_lexemes is not None else None}
     where = _filter_sql(c, flt, params)
     tid = sql.Identifier("t", c.id_column)
     ctes: list[sql.Composable] = [sql.SQL(
         "tq AS MATERIALIZED (SELECT l.lexemes, (SELECT string_agg("
         "array_to_tsvector(ARRAY[x])::text, ' | ')::tsquery FROM unnest(l.lexemes) x) AS q "
         "FROM (SELECT array_agg(DISTINCT u.lexeme ORDER BY u.lexeme) AS lexemes "
-        "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) l)")]
+        "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) l), "
+        "mq AS MATERIALIZED (SELECT (SELECT string_agg(array_to_tsvector(ARRAY[x])::text, ' | ')"
+        "::tsquery FROM unnest(coalesce(%(match)s::text[], (SELECT lexemes FROM tq))) x) AS q)")]
     arms: list[str] = []
     if vector is not None:
         params["v"] = query_vector(c, vector)
@@ -315,9 +332,11 @@ def fetch_candidates(
     if "bm25" in rankers:
         if relid is not None:
             ctes.append(sql.SQL(
-                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, dl.length::float8 AS len "
-                "FROM {table} t JOIN vecdash_bm25_docs dl ON dl.relid = %(relid)s "
-                "AND dl.doc_id = {tid} WHERE t.tsv @@ (SELECT q FROM tq){where}), "
+                # a scalar subquery: one index probe per matching row, never a scan of
+                # every document length in the collection
+                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, (SELECT dl.length::float8 "
+                "FROM vecdash_bm25_docs dl WHERE dl.relid = %(relid)s AND dl.doc_id = {tid}) "
+                "AS len FROM {table} t WHERE t.tsv @@ (SELECT q FROM mq){where}), "
                 "kstats AS (SELECT docs::float8 AS n, CASE WHEN docs > 0 AND total_length > 0 "
                 "THEN total_length::float8 / docs ELSE 1 END AS avglen "
                 "FROM vecdash_bm25_totals WHERE relid = %(relid)s), "
@@ -341,7 +360,8 @@ def fetch_candidates(
             "%(k1)s * (1 - %(b)s + %(b)s * d.len / s.avglen))) AS score "
             "FROM kdocs d CROSS JOIN kstats s "
             "CROSS JOIN LATERAL (SELECT x.lexeme, coalesce(array_length(x.positions, 1), 1)"
-            "::float8 AS tf FROM unnest(d.tsv) x WHERE x.lexeme = ANY((SELECT lexemes FROM tq)::text[])) u "
+            "::float8 AS tf FROM unnest(ts_filter(setweight(d.tsv, 'A', (SELECT lexemes FROM tq)), "
+            "'{a}')) x) u "
             "JOIN (SELECT kdf.lexeme, ln(1 + (s2.n - kdf.df + 0.5) / (kdf.df + 0.5)) AS idf "
             "      FROM kdf CROSS JOIN kstats s2) f ON f.lexeme = u.lexeme "
             "GROUP BY d.id ORDER BY score DESC, d.id LIMIT %(cand)s)"))
@@ -414,6 +434,62 @@ def fetch_candidates(
                      "arm runs to_tsvector and the statistics on the fly (a full table scan per "
                      "query).")
     return Candidates(frame, lexemes, rankers, on_the_fly, notes)
+
+
+MAXSCORE_MIN_MATCHES = 2000  # below this many matching rows, scoring them all is cheap
+
+
+def _maxscore_lexemes(
+    conn: psycopg.Connection[Any],
+    collection: Collection,
+    relid: int,
+    query: str,
+    *,
+    candidates: int,
+    filters: SearchFilters,
+    k1: float,
+    b: float,
+) -> list[str] | None:
+    """The lexemes a row must contain to possibly reach the BM25 top ``candidates`` (None: no
+    pruning). See fetch_candidates."""
+    rows = conn.execute(
+        "SELECT u.lexeme, coalesce(t.df, 0), s.docs FROM (SELECT DISTINCT lexeme FROM "
+        "unnest(to_tsvector(%s::regconfig, %s))) u CROSS JOIN vecdash_bm25_totals s "
+        "LEFT JOIN vecdash_bm25_terms t ON t.relid = s.relid AND t.lexeme = u.lexeme "
+        "WHERE s.relid = %s",
+        (collection.text_config, query, relid),
+    ).fetchall()
+    terms = [(str(lex), int(df)) for lex, df, _ in rows if int(df) > 0]
+    if len(terms) < 2 or sum(df for _, df in terms) < MAXSCORE_MIN_MATCHES:
+        return None
+    n = float(rows[0][2])
+    bound = {lex: math.log(1 + (n - df + 0.5) / (df + 0.5)) * (k1 + 1) for lex, df in terms}
+    # First pass: the rarest terms, until they cover about ``candidates`` rows.
+    rare: list[str] = []
+    covered = 0
+    for lex, df in sorted(terms, key=lambda t: (t[1], t[0])):
+        rare.append(lex)
+        covered += df
+        if covered >= candidates:
+            break
+    if len(rare) == len(terms):
+        return None
+    first = fetch_candidates(conn, collection, query, None, candidates=candidates,
+                             keyword_rankers=("bm25",), filters=filters, k1=k1, b=b,
+                             prune=False, match_lexemes=rare).frame
+    if len(first) < candidates:
+        return None
+    threshold = float(first["bm25_score"].min())
+    skipped: set[str] = set()
+    total = 0.0
+    for lex, _ in sorted(terms, key=lambda t: (bound[t[0]], t[0])):
+        if total + bound[lex] >= threshold:
+            break
+        total += bound[lex]
+        skipped.add(lex)
+    if not skipped:
+        return None
+    return [lex for lex, _ in terms if lex not in skipped]
 
 
 def id_ranks(ids: np.ndarray) -> np.ndarray:
