@@ -14,7 +14,7 @@ import ui
 from vecdash import indexes as ix
 from vecdash.collections import METRIC_LABELS, Collection, data_version
 from vecdash.demo import DEMO_COLLECTION, demo_queries
-from vecdash.errors import VecdashError
+from vecdash.errors import Cancelled, VecdashError
 from vecdash.synthetic import KINDS, create_synthetic_collection
 
 st.title("Index Lab")
@@ -194,6 +194,8 @@ def monitor_build() -> None:
     del st.session_state["ix_build"]
     try:
         result = build.wait()
+    except Cancelled as exc:
+        st.session_state["ix_build_message"] = ("warning", str(exc))
     except VecdashError as exc:
         st.session_state["ix_build_message"] = ("error", str(exc))
     else:
@@ -208,7 +210,7 @@ def show_build_message() -> None:
     message = st.session_state.pop("ix_build_message", None)
     if message:
         kind, text = message
-        (st.success if kind == "success" else st.error)(text)
+        {"success": st.success, "warning": st.warning}.get(kind, st.error)(text)
 
 
 def measurement_metrics(m: ix.Measurement, exact: ix.Measurement) -> None:
