@@ -226,7 +226,7 @@ def upload_tab() -> None:
                                           "paragraph)"}.__getitem__)
     frame, errors = preview_rows(paths[0], fmt=fmt, text_mode=text_mode)
     st.markdown(f"**Preview** of {paths[0].name} (first {len(frame)} rows)")
-    st.dataframe(frame, hide_index=True, width="stretch", height=240)
+    st.dataframe(frame, hide_index=True, width="stretch")
     if errors:
         st.warning(f"{len(errors)} unreadable row(s) in the preview, e.g. {errors[0].reason}. "
                    "They will be reported as failures; the other rows load.")
