@@ -72,6 +72,17 @@ def test_knn_search_matches_brute_force() -> None:
         assert (np.diff(dist, axis=1) >= -1e-6).all()
 
 
+def test_partitioned_knn_graph_for_large_samples_is_close_to_exact() -> None:
+    vectors, _ = clustered(1500, clusters=12, seed=4)
+    data = pj._prepare(vectors, "cosine")
+    exact_idx, _ = pj.knn_graph(data, 10, metric="cosine")
+    idx, dist = pj.knn_graph(data, 10, metric="cosine", exact_max=100)  # force partitions
+    assert idx.shape == (1500, 10) and (idx[:, 0] == np.arange(1500)).all()
+    assert np.allclose(dist[:, 0], 0) and (np.diff(dist, axis=1) >= -1e-6).all()
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, exact_idx, strict=True)])
+    assert recall > 0.9
+
+
 def test_sample_is_deterministic_and_stratified(conn: Any, synthetic: Collection) -> None:
     whole = pj.sample_vectors(conn, synthetic, limit=1000)
     assert len(whole) == 200 and whole.vectors.shape == (200, DIM) and whole.total_rows == 200

@@ -282,6 +282,58 @@ def knn_search(
     return indices, distances
 
 
+EXACT_KNN_MAX = 20_000  # above this many rows the kNN graph is searched within nearby partitions
+
+
+def knn_graph(
+    data: np.ndarray, k: int, *, metric: str = "cosine", seed: int = 42,
+    exact_max: int = EXACT_KNN_MAX, probes: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph of ``data`` (prepared) including each row itself first.
+
+    Up to ``exact_max`` rows: exact (blocked matrix products, O(n^2 d)). Above: rows are split
+    into about sqrt(n) KMeans partitions (fitted on a subsample) and each partition's rows are
+    searched exactly among the rows of its ``probes`` nearest partitions, which costs about
+    probes / sqrt(n) of the exact search (an inverted-file search, as pgvector's IVFFlat does).
+    """
+    n = data.shape[0]
+    if n <= exact_max:
+        return knn_search(data, data, k, metric=metric, exclude_self=True)
+    from sklearn.cluster import KMeans
+
+    lists = max(2, int(np.sqrt(n)))
+    rng = np.random.default_rng(seed)
+    train = data[rng.choice(n, min(n, lists * 40), replace=False)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kmeans = KMeans(n_clusters=lists, init="random", n_init=1, max_iter=20,
+                        random_state=seed).fit(train)
+    centres = np.asarray(kmeans.cluster_centers_, dtype=np.float32)
+    assign = np.asarray(kmeans.predict(data))
+    nearest_lists, _ = knn_search(centres, centres, min(probes, lists), metric="euclidean")
+    indices = np.empty((n, k), dtype=np.int32)
+    distances = np.empty((n, k), dtype=np.float32)
+    members = [np.flatnonzero(assign == c) for c in range(lists)]
+    for c in range(lists):
+        rows = members[c]
+        if len(rows) == 0:
+            continue
+        pool = np.concatenate([members[other] for other in nearest_lists[c]])
+        if len(pool) < k:
+            pool = np.arange(n)
+        idx, dist = knn_search(data[rows], data[pool], k, metric=metric)
+        found = pool[idx]
+        # the row itself is in its own partition (part of the pool): put it first at distance 0
+        dist[:, 0] = np.where(found[:, 0] == rows, 0.0, dist[:, 0])
+        for j in np.flatnonzero(found[:, 0] != rows):  # ties with duplicates of the row
+            keep = found[j] != rows[j]
+            found[j] = np.concatenate([[rows[j]], found[j][keep][: k - 1]])
+            dist[j] = np.concatenate([[0.0], dist[j][keep][: k - 1]])
+        indices[rows] = found
+        distances[rows] = dist
+    return indices, distances
+
+
 class _ExactIndex:
     """The search index UMAP.transform queries for new points: exact kNN over the fitted sample.
 
@@ -307,7 +359,7 @@ def _fit_umap(
     if n_epochs is None:
         n_epochs = 500 if len(vectors) <= 2000 else 200
     data = _prepare(vectors, metric)
-    indices, distances = knn_search(data, data, n_neighbors, metric=metric, exclude_self=True)
+    indices, distances = knn_graph(data, n_neighbors, metric=metric, seed=seed)
     model = umap.UMAP(
         n_neighbors=n_neighbors,
         min_dist=min_dist,
