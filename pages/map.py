@@ -18,6 +18,7 @@ import ui
 from vecdash.projection import (
     DEFAULT_SAMPLE,
     MAX_SAMPLE,
+    PALETTE,
     Placement,
     Projection,
     ProjectionParams,
@@ -129,11 +130,12 @@ def figure(
     text = np.array(hover_text(frame), dtype=object)
     label_array = np.array(labels, dtype=object)
     ids = frame["id"].to_numpy()
-    for group in dict.fromkeys(labels):
+    for number, group in enumerate(dict.fromkeys(labels)):
         mask = label_array == group
         fig.add_trace(go.Scattergl(
             x=frame["x"][mask], y=frame["y"][mask], mode="markers", name=str(group),
-            marker={"size": 6 if len(frame) < 3000 else 4, "opacity": 0.75},
+            marker={"size": 6 if len(frame) < 3000 else 4, "opacity": 0.75,
+                    "color": PALETTE[number % len(PALETTE)]},  # the same colours as the PNG
             customdata=ids[mask], hovertext=text[mask], hoverinfo="text",
         ))
     position = {pid: i for i, pid in enumerate(ids)}
