@@ -614,7 +614,12 @@ def _store(conn: psycopg.Connection[Any], projection: Projection) -> None:
         conn.execute(
             """INSERT INTO vecdash_projections (collection, params, data_version, method, note,
                    ids, coords, total_rows, skipped, seconds)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (collection, params, data_version) DO UPDATE SET
+                   method = EXCLUDED.method, note = EXCLUDED.note, ids = EXCLUDED.ids,
+                   coords = EXCLUDED.coords, total_rows = EXCLUDED.total_rows,
+                   skipped = EXCLUDED.skipped, seconds = EXCLUDED.seconds,
+                   created_at = now()""",  # two sessions may finish the same map at once
             (projection.collection, projection.params.key, projection.data_version,
              projection.method, projection.note, list(projection.frame["id"]), coords,
              projection.total_rows, projection.skipped, projection.seconds),
