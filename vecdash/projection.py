@@ -598,7 +598,10 @@ def _ensure_table(conn: psycopg.Connection[Any]) -> bool:
         return True
     if is_read_only(conn):
         return False
-    conn.execute(PROJECTIONS_DDL)
+    try:
+        conn.execute(PROJECTIONS_DDL)
+    except psycopg.errors.UniqueViolation:  # another session created it at the same moment
+        pass
     return True
 
 
