@@ -18,12 +18,12 @@ run: $(STAMP)
 	$(PY) -m streamlit run app.py --browser.gatherUsageStats false
 
 test: $(STAMP)
-	$(PY) -m ruff check vecdash pages app.py ui.py tests bench
+	$(PY) -m ruff check vecdash app_pages app.py ui.py tests bench
 	$(PY) -m mypy vecdash
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check vecdash pages app.py ui.py tests bench
+	$(PY) -m ruff check vecdash app_pages app.py ui.py tests bench
 
 typecheck: $(STAMP)
 	$(PY) -m mypy vecdash

@@ -14,13 +14,16 @@ from vecdash.projection import warm_up_in_background
 st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
 warm_up_in_background()  # compile UMAP's numba code while the first page loads (once)
 
+# The pages live in app_pages/, not pages/: Streamlit treats a pages/ folder beside the entry script
+# as a legacy multipage app until st.navigation runs, so a deep link (/search) opened first on a
+# fresh server would run the page without this script (no sidebar, no set-up).
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/search.py", title="Search", icon="🔎"),
-    st.Page("pages/ingest.py", title="Ingest", icon="📥"),
-    st.Page("pages/quality.py", title="Quality Lab", icon="🧪"),
-    st.Page("pages/indexes.py", title="Index Lab", icon="⚙️"),
-    st.Page("pages/map.py", title="Embedding Map", icon="🗺️"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/search.py", title="Search", icon=":material/search:"),
+    st.Page("app_pages/ingest.py", title="Ingest", icon=":material/upload_file:"),
+    st.Page("app_pages/quality.py", title="Quality Lab", icon=":material/science:"),
+    st.Page("app_pages/indexes.py", title="Index Lab", icon=":material/tune:"),
+    st.Page("app_pages/map.py", title="Embedding Map", icon=":material/scatter_plot:"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md: vecdash/ never imports streamlit, pages never import psycopg,
+"""The layering rules of DESIGN.md: vecdash/ never imports streamlit, pages (app_pages/) never import psycopg,
 and SQL text is never built with f-strings or str.format."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_data_layer_never_imports_streamlit() -> None:
 
 
 def test_pages_and_shell_never_import_psycopg() -> None:
-    files = sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py", ROOT / "ui.py"]
+    files = sorted((ROOT / "app_pages").glob("*.py")) + [ROOT / "app.py", ROOT / "ui.py"]
     assert len(files) >= 3
     bad = {"psycopg", "psycopg_pool", "psycopg2"}
     offenders = [str(p) for p in files if imported_modules(p) & bad]
@@ -54,3 +54,10 @@ def test_no_sql_built_with_fstrings_or_format() -> None:
             if text and any(text.lstrip().startswith(w) for w in SQL_WORDS):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_no_legacy_pages_folder() -> None:
+    # A pages/ folder beside app.py switches Streamlit into its legacy multipage mode until
+    # st.navigation runs, so a deep link opened first on a fresh server would skip app.py.
+    assert not (ROOT / "pages").exists()
+    assert (ROOT / "app_pages" / "home.py").exists()

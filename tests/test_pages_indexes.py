@@ -32,7 +32,7 @@ def open_lab(collection: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["collection"] = collection
     at.run()
-    at.switch_page("pages/indexes.py").run()
+    at.switch_page("app_pages/indexes.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 

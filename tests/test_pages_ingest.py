@@ -27,7 +27,7 @@ def open_page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception, [e.message for e in at.exception]
-    at.switch_page("pages/ingest.py")
+    at.switch_page("app_pages/ingest.py")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at

@@ -23,7 +23,7 @@ def open_map(collection: str = "demo") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["collection"] = collection
     at.run()
-    at.switch_page("pages/map.py").run()
+    at.switch_page("app_pages/map.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 

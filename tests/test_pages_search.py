@@ -27,7 +27,7 @@ def cards(at: AppTest) -> list[str]:
 
 
 def test_search_hybrid_flow(demo: Collection) -> None:
-    at = open_page("pages/search.py")
+    at = open_page("app_pages/search.py")
     assert any("Type a query" in i.value for i in at.info)
     at.text_input(key="search_query").input("sourdough starter").run()
     assert not at.exception, [e.message for e in at.exception]
@@ -45,7 +45,7 @@ def test_search_hybrid_flow(demo: Collection) -> None:
 
 
 def test_search_slider_rrf_and_filter(demo: Collection) -> None:
-    at = open_page("pages/search.py")
+    at = open_page("app_pages/search.py")
     at.text_input(key="search_query").input("how do I fix a slow drain").run()
     at.slider(key="search_weight").set_value(0.2).run()
     at.selectbox(key="search_fusion").set_value("rrf").run()
@@ -59,7 +59,7 @@ def test_search_slider_rrf_and_filter(demo: Collection) -> None:
 
 
 def test_search_stopwords_fall_back_to_semantic(demo: Collection) -> None:
-    at = open_page("pages/search.py")
+    at = open_page("app_pages/search.py")
     at.text_input(key="search_query").input("the of and").run()
     assert not at.exception
     assert any("only stopwords" in i.value for i in at.info)
@@ -67,7 +67,7 @@ def test_search_stopwords_fall_back_to_semantic(demo: Collection) -> None:
 
 
 def test_quality_lab_runs_demo_and_applies_best(demo: Collection) -> None:
-    at = open_page("pages/quality.py")
+    at = open_page("app_pages/quality.py")
     at.button(key="quality_go").click().run()
     assert not at.exception, [e.message for e in at.exception]
     table = at.dataframe[0].value
@@ -87,6 +87,6 @@ def test_quality_lab_runs_demo_and_applies_best(demo: Collection) -> None:
 
 
 def test_quality_lab_upload_asks_for_both_files(demo: Collection) -> None:
-    at = open_page("pages/quality.py")
+    at = open_page("app_pages/quality.py")
     at.radio(key="quality_source").set_value("Upload queries + qrels").run()
     assert any("Upload both files" in i.value for i in at.info)

@@ -150,7 +150,7 @@ if st.button("Apply this setting to the Search page", key="quality_apply"):
         "search_fusion": best["fusion"], "search_rrf_k": rrf_k,
         "search_keyword_ranker": "bm25", "search_candidates": depth,
     }
-    st.switch_page("pages/search.py")
+    st.switch_page("app_pages/search.py")
 with st.expander("Sweep table"):
     st.dataframe(swept, hide_index=True, width="stretch")
 
