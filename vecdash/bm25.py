@@ -62,14 +62,16 @@ _SHARED_DDL: list[LiteralString] = [
     """CREATE OR REPLACE FUNCTION vecdash_bm25_insert() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
-           SELECT TG_RELID, u.lexeme, count(*) FROM vecdash_new n, unnest(n.tsv) u
-           GROUP BY u.lexeme ORDER BY u.lexeme
+           SELECT TG_RELID, l.lexeme, count(*)
+           FROM vecdash_new n, unnest(tsvector_to_array(n.tsv)) AS l(lexeme)
+           GROUP BY l.lexeme ORDER BY l.lexeme
          ON CONFLICT (relid, lexeme) DO UPDATE SET df = t.df + excluded.df;
-         INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
-           SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n;
+         WITH d AS (
+           INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
+             SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n
+             RETURNING length)
          INSERT INTO vecdash_bm25_totals AS t (relid, docs, total_length)
-           SELECT TG_RELID, count(*), coalesce(sum(vecdash_tsv_length(n.tsv)), 0)
-           FROM vecdash_new n
+           SELECT TG_RELID, count(*), coalesce(sum(d.length), 0) FROM d
          ON CONFLICT (relid) DO UPDATE
            SET docs = t.docs + excluded.docs, total_length = t.total_length + excluded.total_length;
          RETURN NULL;

@@ -10,8 +10,10 @@ the exact text embedded), so loading the same texts into another collection call
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.copy import QueuedLibpqWriter
 
 from vecdash.collections import Collection, bump_data_version
 from vecdash.db import require_writable
@@ -144,6 +146,9 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np.ndarray | None, str]:
+    if isinstance(vec, np.ndarray) and vec.shape == (dimension,) and vec.dtype == np.float32:
+        # the common case (precomputed float32 rows): finite check only
+        return (vec, "") if np.isfinite(vec.sum()) else (None, "the vector contains NaN or infinite values")
     try:
         arr = np.asarray(vec, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError):
@@ -276,30 +281,45 @@ def _ingest_batch(
             rows[i] = (rec, h, ext, vec)
     if not rows:
         return
+    matrix = np.vstack([v for _, _, _, v in rows if v is not None]).astype(np.float32, copy=False)
     if collection.metric == "cosine":
-        rows = [(rec, h, ext, _normalise(v)) for rec, h, ext, v in rows if v is not None]
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+    packed = pack_vectors(matrix, collection.vector_type)
     now = datetime.now(UTC)
     copy_sql = sql.SQL(
         "COPY {} (external_id, title, content, category, metadata, content_hash, created_at, "
         "embedding) FROM STDIN (FORMAT BINARY)"
     ).format(table)
-    vtype = collection.vector_type
     with conn.transaction():
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.set_types(["text", "text", "text", "text", "jsonb", "text", "timestamptz", vtype])
-            for rec, h, ext, vec in rows:
+        # The queued writer sends data from a thread, so the server parses and indexes rows
+        # while Python formats the next ones.
+        with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+            # The vector column travels as bytes already in pgvector's binary input format
+            # (bytea's dumper passes them through; binary COPY fields carry no type of their own).
+            # jsonb likewise: its binary input is a version byte (1) and the JSON text.
+            copy.set_types(["text", "text", "text", "text", "bytea", "text", "timestamptz", "bytea"])
+            for (rec, h, ext, _), vec_bytes in zip(rows, packed, strict=True):
                 copy.write_row((
                     ext,
                     rec.title or "",
                     rec.content,
                     rec.category,
-                    Jsonb(rec.metadata or {}),
+                    b"\x01" + json.dumps(rec.metadata or {}, default=str).encode(),
                     h,
                     rec.created_at or now,
-                    _to_pg_vector(vec, vtype),
+                    vec_bytes,
                 ))
         bump_data_version(conn, collection.name)
     report.inserted += len(rows)
+
+
+def pack_vectors(matrix: np.ndarray, vector_type: str) -> list[bytes]:
+    """Rows of ``matrix`` in pgvector's binary input format, packed for a whole batch at once:
+    int16 dimension, int16 zero, then big-endian float32 (vector) or float16 (halfvec) values."""
+    body = matrix.astype(">f4" if vector_type == "vector" else ">f2")
+    header = struct.pack(">HH", matrix.shape[1], 0)
+    return [header + row.tobytes() for row in body]
 
 
 def _embed_with_cache(
@@ -355,21 +375,6 @@ def _embed_with_cache(
 
 def _embed_text(rec: Record) -> str:
     return f"{rec.title}\n{rec.content}" if rec.title else rec.content
-
-
-def _normalise(vec: np.ndarray | None) -> np.ndarray:
-    assert vec is not None
-    norm = float(np.linalg.norm(vec))
-    return vec / norm if norm > 0 else vec
-
-
-def _to_pg_vector(vec: np.ndarray | None, vector_type: str) -> Any:
-    assert vec is not None
-    if vector_type == "halfvec":
-        from pgvector import HalfVector
-
-        return HalfVector(vec)
-    return vec
 
 
 def delete_documents(
