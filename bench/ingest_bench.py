@@ -102,6 +102,7 @@ def main() -> None:
             for table in ("bench_vecdash", *TUTORIAL_TABLES):
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
                 assert row is not None and row[0] == args.rows, (table, row)
+        db.stop_embedded(settings)  # before the data directory is removed
     r_vecdash = args.rows / t_vecdash
     print(f"vecdash COPY BINARY loader (tsvector, GIN, BM25 triggers): {t_vecdash:6.1f} s "
           f"{r_vecdash:8,.0f} rows/s")
