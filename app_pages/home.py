@@ -6,13 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from vecdash.collections import (
-    METRICS,
-    attach_table,
-    describe_collections,
-    discover_tables,
-    drop_collection,
-)
+from vecdash.collections import describe_collections, discover_tables, drop_collection
 from vecdash.demo import DEMO_COLLECTION
 from vecdash.search import search_text
 
@@ -72,29 +66,11 @@ if not read_only:
             found = discover_tables(conn)
         if found:
             st.subheader("Tables with vectors, not attached yet")
-            st.caption("Attach one to search it in place: nothing is copied or changed.")
-            labels = [f"{t.schema_name}.{t.table_name}.{t.vector_column} "
-                      f"({t.vector_type}({t.dimension or '?'}))" for t in found]
-            pick = st.selectbox("Table", range(len(found)), format_func=labels.__getitem__)
-            t = found[pick]
-            text_cols = [c for c, ty in t.columns.items() if ty in ("text", "character varying")]
-            with st.form("attach"):
-                name = st.text_input("Collection name", value=t.table_name)
-                content = st.selectbox("Content column", text_cols or list(t.columns),
-                                       index=text_cols.index(t.guess("content", "body", "text") or
-                                                             text_cols[0]) if text_cols else 0)
-                title = st.selectbox("Title column", [None, *text_cols],
-                                     index=[None, *text_cols].index(t.guess("title", "name")))
-                category = st.selectbox("Category column", [None, *text_cols],
-                                        index=[None, *text_cols].index(t.guess("category")))
-                metric = st.selectbox("Distance metric", METRICS)
-                if st.form_submit_button("Attach"):
-                    with ui.connection() as conn:
-                        attach_table(conn, name, schema=t.schema_name, table=t.table_name,
-                                     vector_column=t.vector_column, content_column=content,
-                                     title_column=title, category_column=category, metric=metric)
-                    ui.select_collection(name)
-                    st.rerun()
+            st.markdown(", ".join(f"`{t.schema_name}.{t.table_name}.{t.vector_column}` "
+                                  f"({t.vector_type}({t.dimension or '?'}))" for t in found))
+            st.page_link("app_pages/ingest.py", icon=":material/link:",
+                         label="Attach one in place (nothing is copied): Ingest page, "
+                               "'Attach a PostgreSQL table'")
 
 st.subheader("Quick semantic search")
 name = ui.current_collection_name()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vecdash.collections import Collection
+from vecdash.collections import Collection, drop_collection, get_collection
 from vecdash.demo import demo_documents
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -70,3 +70,28 @@ def test_home_reloads_demo_with_progress(demo: Collection) -> None:
     assert not at.exception, [e.message for e in at.exception]
     frame = at.dataframe[0].value
     assert frame[frame["collection"] == "demo"].iloc[0]["rows"] == len(demo_documents())
+
+
+def test_tutorial_table_shows_on_home_and_attaches_on_ingest(conn: Any, unique_name: str,
+                                                             demo: Collection) -> None:
+    table = f"documents_{unique_name}"
+    conn.execute(f'CREATE TABLE "{table}" (id bigserial PRIMARY KEY, title text, content text, '
+                 "category text, embedding vector(1536))")
+    try:
+        at = run_app()
+        assert any("not attached yet" in s.value for s in at.subheader)
+        assert any(table in m.value for m in at.markdown)
+        at.switch_page("app_pages/ingest.py").run()
+        assert not at.exception, [e.message for e in at.exception]
+        pick = at.selectbox(key="ing_attach_pick")
+        index = next(i for i, label in enumerate(pick.options) if table in label)
+        pick.set_value(index).run()
+        at.text_input[[t.label for t in at.text_input].index("Collection name")].input(unique_name)
+        next(b for b in at.button if b.label == "Attach").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        attached = get_collection(conn, unique_name)
+        assert (attached.table_name, attached.managed, attached.dimension) == (table, False, 1536)
+        assert at.session_state["collection"] == unique_name
+        drop_collection(conn, unique_name)
+    finally:
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
