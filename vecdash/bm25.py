@@ -46,21 +46,9 @@ TRIGGER_NAMES = ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd", "ve
 # The number of token positions in a tsvector (a lexeme stored without positions counts once).
 TSV_LENGTH = "(SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0) FROM unnest({}))"
 
-_SHARED_DDL: list[LiteralString] = [
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
-           relid oid NOT NULL, lexeme text NOT NULL, df bigint NOT NULL,
-           PRIMARY KEY (relid, lexeme))""",
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_docs (
-           relid oid NOT NULL, doc_id bigint NOT NULL, length integer NOT NULL,
-           PRIMARY KEY (relid, doc_id))""",
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_totals (
-           relid oid PRIMARY KEY, docs bigint NOT NULL, total_length bigint NOT NULL)""",
-    """CREATE OR REPLACE FUNCTION vecdash_tsv_length(tsvector) RETURNS integer
-       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
-       $$ SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)::integer
-          FROM unnest($1) $$""",
-    """CREATE OR REPLACE FUNCTION vecdash_bm25_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN
+# Trigger bodies over the transition tables: add the rows in vecdash_new, take away those in
+# vecdash_old (a lexeme whose df reaches 0 is removed).
+_ADD_NEW: LiteralString = """
          INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
            SELECT TG_RELID, l.lexeme, count(*)
            FROM vecdash_new n, unnest(tsvector_to_array(n.tsv)) AS l(lexeme)
@@ -74,52 +62,47 @@ _SHARED_DDL: list[LiteralString] = [
            SELECT TG_RELID, count(*), coalesce(sum(d.length), 0) FROM d
          ON CONFLICT (relid) DO UPDATE
            SET docs = t.docs + excluded.docs, total_length = t.total_length + excluded.total_length;
-         RETURN NULL;
-       END $$""",
-    """CREATE OR REPLACE FUNCTION vecdash_bm25_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN
+"""
+_REMOVE_OLD: LiteralString = """
          UPDATE vecdash_bm25_terms t SET df = t.df - o.c
-           FROM (SELECT u.lexeme, count(*) AS c FROM vecdash_old d, unnest(d.tsv) u
-                 GROUP BY u.lexeme) o
+           FROM (SELECT l.lexeme, count(*) AS c
+                 FROM vecdash_old d, unnest(tsvector_to_array(d.tsv)) AS l(lexeme)
+                 GROUP BY l.lexeme) o
            WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme;
          DELETE FROM vecdash_bm25_terms t
            WHERE t.relid = TG_RELID AND t.df <= 0
-             AND t.lexeme IN (SELECT u.lexeme FROM vecdash_old d, unnest(d.tsv) u);
-         DELETE FROM vecdash_bm25_docs x USING vecdash_old d
-           WHERE x.relid = TG_RELID AND x.doc_id = d.id;
+             AND t.lexeme IN (SELECT l.lexeme
+                              FROM vecdash_old d, unnest(tsvector_to_array(d.tsv)) AS l(lexeme));
+         WITH d AS (
+           DELETE FROM vecdash_bm25_docs x USING vecdash_old o
+             WHERE x.relid = TG_RELID AND x.doc_id = o.id
+             RETURNING x.length)
          UPDATE vecdash_bm25_totals t
            SET docs = t.docs - o.c, total_length = t.total_length - o.l
-           FROM (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
-                 FROM vecdash_old d) o
+           FROM (SELECT count(*) AS c, coalesce(sum(d.length), 0) AS l FROM d) o
            WHERE t.relid = TG_RELID;
-         RETURN NULL;
-       END $$""",
-    """CREATE OR REPLACE FUNCTION vecdash_bm25_update() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN
-         UPDATE vecdash_bm25_terms t SET df = t.df - o.c
-           FROM (SELECT u.lexeme, count(*) AS c FROM vecdash_old d, unnest(d.tsv) u
-                 GROUP BY u.lexeme) o
-           WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme;
-         INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
-           SELECT TG_RELID, u.lexeme, count(*) FROM vecdash_new n, unnest(n.tsv) u
-           GROUP BY u.lexeme ORDER BY u.lexeme
-         ON CONFLICT (relid, lexeme) DO UPDATE SET df = t.df + excluded.df;
-         DELETE FROM vecdash_bm25_terms t
-           WHERE t.relid = TG_RELID AND t.df <= 0
-             AND t.lexeme IN (SELECT u.lexeme FROM vecdash_old d, unnest(d.tsv) u);
-         DELETE FROM vecdash_bm25_docs x USING vecdash_old d
-           WHERE x.relid = TG_RELID AND x.doc_id = d.id;
-         INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
-           SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n;
-         UPDATE vecdash_bm25_totals t
-           SET docs = t.docs - o.c + n.c, total_length = t.total_length - o.l + n.l
-           FROM (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
-                 FROM vecdash_old d) o,
-                (SELECT count(*) AS c, coalesce(sum(vecdash_tsv_length(d.tsv)), 0) AS l
-                 FROM vecdash_new d) n
-           WHERE t.relid = TG_RELID;
-         RETURN NULL;
-       END $$""",
+"""
+
+_SHARED_DDL: list[LiteralString] = [
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
+           relid oid NOT NULL, lexeme text NOT NULL, df bigint NOT NULL,
+           PRIMARY KEY (relid, lexeme))""",
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_docs (
+           relid oid NOT NULL, doc_id bigint NOT NULL, length integer NOT NULL,
+           PRIMARY KEY (relid, doc_id))""",
+    """CREATE TABLE IF NOT EXISTS vecdash_bm25_totals (
+           relid oid PRIMARY KEY, docs bigint NOT NULL, total_length bigint NOT NULL)""",
+    """CREATE OR REPLACE FUNCTION vecdash_tsv_length(tsvector) RETURNS integer
+       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+       $$ SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)::integer
+          FROM unnest($1) $$""",
+    "CREATE OR REPLACE FUNCTION vecdash_bm25_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    + _ADD_NEW + " RETURN NULL; END $$",
+    "CREATE OR REPLACE FUNCTION vecdash_bm25_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    + _REMOVE_OLD + " RETURN NULL; END $$",
+    # An update is the old rows' statistics taken away, then the new rows' added.
+    "CREATE OR REPLACE FUNCTION vecdash_bm25_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    + _REMOVE_OLD + _ADD_NEW + " RETURN NULL; END $$",
     """CREATE OR REPLACE FUNCTION vecdash_bm25_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          DELETE FROM vecdash_bm25_terms WHERE relid = TG_RELID;
