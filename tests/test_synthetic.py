@@ -8,9 +8,22 @@ import numpy as np
 import pytest
 
 from vecdash.collections import drop_collection, get_collection
+from vecdash.demo import demo_records
+from vecdash.embedders import LocalEmbedder
 from vecdash.errors import InvalidInput, NotFound
+from vecdash.ingest import embed_text
 from vecdash.search import semantic_search
-from vecdash.synthetic import create_synthetic_collection, generate_vectors
+from vecdash.synthetic import (
+    ISOTROPIC,
+    MINILM_DEMO_STATISTICS,
+    MINILM_LIKE,
+    PROFILES,
+    ClusterProfile,
+    EmbeddingStatistics,
+    create_synthetic_collection,
+    embedding_statistics,
+    generate_vectors,
+)
 
 
 def test_generate_clustered_vectors_have_labels_and_structure() -> None:
@@ -37,6 +50,88 @@ def test_intrinsic_dimension_confines_within_cluster_variation() -> None:
     assert spread[:4].sum() / spread.sum() < 0.2
     with pytest.raises(InvalidInput, match="intrinsic dimension"):
         generate_vectors(10, 8, intrinsic_dim=9)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v / np.linalg.norm(v, axis=-1, keepdims=True))
+
+
+def test_centre_similarity_relates_the_clusters_and_changes_nothing_else() -> None:
+    related, labels = generate_vectors(4000, 64, clusters=8, centre_similarity=0.3, seed=2)
+    plain, same_labels = generate_vectors(4000, 64, clusters=8, seed=2)
+    assert np.array_equal(labels, same_labels)
+    offset = related - plain  # one shared vector added to every row, the rest of the stream equal
+    assert np.abs(offset - offset[0]).max() < 1e-5 and np.linalg.norm(offset[0]) > 1
+    assert np.array_equal(plain, generate_vectors(4000, 64, clusters=8, centre_similarity=0.0,
+                                                  seed=2)[0])
+
+    def mean_centroid_cosine(v: np.ndarray) -> float:
+        c = unit(np.stack([v[labels == k].mean(axis=0) for k in range(8)]))
+        return float(((c @ c.T).sum() - 8) / 56)
+
+    assert 0.22 < mean_centroid_cosine(related) < 0.38
+    assert abs(mean_centroid_cosine(plain)) < 0.08
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InvalidInput, match="centre similarity"):
+            generate_vectors(10, 8, centre_similarity=bad)
+
+
+def test_profiles_are_generate_vectors_arguments() -> None:
+    assert PROFILES == {"minilm-like": MINILM_LIKE, "isotropic": ISOTROPIC}
+    assert ISOTROPIC.kwargs() == {"spread": 0.35, "intrinsic_dim": 0, "centre_similarity": 0.0}
+    # ISOTROPIC is exactly the generator's defaults (the data generated before profiles existed).
+    assert np.array_equal(generate_vectors(300, 16, clusters=3, seed=5)[0],
+                          generate_vectors(300, 16, clusters=3, seed=5, **ISOTROPIC.kwargs())[0])
+
+
+def test_embedding_statistics_on_known_shapes() -> None:
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((64, 64)))[0][:5]
+    flat = rng.standard_normal((1000, 5)) @ basis + 5 * rng.standard_normal(64)  # a 5-d patch
+    low = embedding_statistics(flat)
+    assert low.n == 1000 and low.pca90 <= 5 and 4.0 < low.lid < 6.0
+    assert low.nn_to_mean < low.knn_to_mean < 0.6 and low.mean_cosine > 0.9
+    high = embedding_statistics(rng.standard_normal((1000, 64)))
+    assert high.pca90 > 40 and high.lid > 25 and high.knn_to_mean > 0.8
+    assert abs(high.mean_cosine) < 0.01
+    doubled = embedding_statistics(np.concatenate([flat[:100], flat[:100]]))  # exact duplicates
+    assert np.isfinite(doubled.lid) and doubled.nn_to_mean < 1e-3
+    with pytest.raises(InvalidInput, match="more than k=10"):
+        embedding_statistics(flat[:10])
+
+
+def profile_statistics(profile: ClusterProfile) -> dict[str, float]:
+    """As the bench's calibration table prints them: 365 vectors in 10 clusters, seeds 0-3."""
+    runs = [embedding_statistics(generate_vectors(365, 384, clusters=10, seed=seed,
+                                                  **profile.kwargs())[0]) for seed in range(4)]
+    return {f: float(np.mean([getattr(r, f) for r in runs]))
+            for f in ("pca90", "lid", "knn_to_mean", "nn_to_mean", "mean_cosine")}
+
+
+def close_to_minilm(stats: dict[str, float]) -> bool:
+    real = MINILM_DEMO_STATISTICS
+    return (abs(stats["pca90"] - real.pca90) <= 15 and abs(stats["lid"] - real.lid) <= 2
+            and abs(stats["knn_to_mean"] - real.knn_to_mean) <= 0.03
+            and abs(stats["nn_to_mean"] - real.nn_to_mean) <= 0.03
+            and abs(stats["mean_cosine"] - real.mean_cosine) <= 0.02)
+
+
+def test_minilm_profile_matches_the_recorded_real_statistics_and_isotropic_does_not() -> None:
+    assert close_to_minilm(profile_statistics(MINILM_LIKE))
+    isotropic = profile_statistics(ISOTROPIC)
+    assert not close_to_minilm(isotropic)
+    assert isotropic["lid"] > 2 * MINILM_DEMO_STATISTICS.lid
+
+
+def test_recorded_minilm_statistics_are_the_models(embedder: LocalEmbedder) -> None:
+    vectors = embedder.embed([embed_text(r) for r in demo_records()])
+    measured = embedding_statistics(vectors)
+    recorded = MINILM_DEMO_STATISTICS
+    assert isinstance(measured, EmbeddingStatistics) and measured.n == recorded.n == 365
+    assert abs(measured.pca90 - recorded.pca90) <= 2
+    assert abs(measured.lid - recorded.lid) < 0.1
+    for field in ("knn_to_mean", "nn_to_mean", "mean_cosine"):
+        assert abs(getattr(measured, field) - getattr(recorded, field)) < 0.002, field
 
 
 def test_generate_random_vectors() -> None:
