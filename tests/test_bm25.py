@@ -121,21 +121,28 @@ def recomputed(conn: Any, c: Collection) -> tuple[int, int, dict[str, int]]:
     return len(docs), sum(sum(tf.values()) for tf in docs.values()), dict(df)
 
 
-def assert_stats_exact(conn: Any, c: Collection) -> None:
+def assert_stats_exact(conn: Any, c: Collection, *, tight_bounds: bool = False) -> None:
     relid = bm25_installed(conn, c)
     assert relid is not None
     stats = stored_stats(conn, relid)
     n, total, df = recomputed(conn, c)
     assert (stats.docs, stats.total_length) == (n, total)
     assert stats.df == df
-    lengths = dict(conn.execute(
-        sql.SQL("SELECT t.id, d.length FROM {} t JOIN vecdash_bm25_docs d "
-                "ON d.relid = %s AND d.doc_id = t.id").format(c.table), (relid,)).fetchall())
-    assert len(lengths) == n
+    # max_tf / min_len bound every lexeme's term frequency and the length of the documents that
+    # hold it (exactly so before any delete or update: those leave them as valid upper bounds)
+    docs = term_frequencies(conn, c.table, sql.SQL("t.tsv"))
+    assert set(stats.bounds) == set(df)
+    for lexeme, (max_tf, min_len) in stats.bounds.items():
+        holding = [tf for tf in docs.values() if lexeme in tf]
+        actual = (max(tf[lexeme] for tf in holding), min(sum(tf.values()) for tf in holding))
+        if tight_bounds:
+            assert (max_tf, min_len) == actual, lexeme
+        else:
+            assert max_tf >= actual[0] and min_len <= actual[1], lexeme
 
 
 def test_statistics_follow_insert_delete_update_truncate(conn: Any, collection: Collection) -> None:
-    assert_stats_exact(conn, collection)
+    assert_stats_exact(conn, collection, tight_bounds=True)
     rng = np.random.default_rng(5)
     ingest_records(conn, collection, [
         Record("Brand new yeast water recipe for bread", external_id="n1",
@@ -143,7 +150,7 @@ def test_statistics_follow_insert_delete_update_truncate(conn: Any, collection: 
         Record("Another rope: a static rope for caving", external_id="n2",
                embedding=rng.normal(size=4)),
     ])
-    assert_stats_exact(conn, collection)
+    assert_stats_exact(conn, collection, tight_bounds=True)
     assert delete_documents(conn, collection, ["d2", "n1", "d11"]) == 3
     assert_stats_exact(conn, collection)
     conn.execute(sql.SQL("UPDATE {} SET content = 'kettle kettle kettle descaling' "
@@ -216,29 +223,61 @@ def test_ts_rank_cd_arm_matches_postgres(conn: Any, collection: Collection) -> N
     assert dict(zip(got["id"], got["ts_rank_cd_score"], strict=True)) == pytest.approx(expected)
 
 
-def test_maxscore_pruning_keeps_the_exact_top(conn: Any, demo: Collection,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pruned BM25 (rows matching only low-idf terms skipped) returns the same top rows and
-    scores as scoring every matching row; forced on for the small demo."""
+def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruned BM25 (only the combinations of lexemes whose score bounds reach a threshold are
+    scored) returns the same top rows and scores as scoring every matching row; forced on for
+    the small demo, including first guesses too high (a second pass) and too low."""
     import vecdash.search as search
     from vecdash.demo import demo_queries
 
     monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
-    pruned_somewhere = 0
+    relid = bm25_installed(conn, demo)
+    assert relid is not None
+    pruned = passes = 0
+    real_guess = search._prune_threshold
     for q in [x.text for x in demo_queries()]:
+        terms = search._term_stats(conn, demo, relid, q)
         for depth in (3, 10):
             full = fetch_candidates(conn, demo, q, None, candidates=depth,
                                     keyword_rankers=("bm25",), prune=False).frame
-            fast = fetch_candidates(conn, demo, q, None, candidates=depth,
-                                    keyword_rankers=("bm25",)).frame
             full = full.sort_values("bm25_rank")
-            fast = fast.sort_values("bm25_rank")
-            assert list(fast["id"]) == list(full["id"]), q
-            assert np.allclose(fast["bm25_score"], full["bm25_score"], atol=1e-9)
-            relid = bm25_installed(conn, demo)
-            assert relid is not None
-            lexemes = search._maxscore_lexemes(
-                conn, demo, relid, q, candidates=depth, filters=search.SearchFilters(),
-                k1=1.2, b=0.75)
-            pruned_somewhere += lexemes is not None
-    assert pruned_somewhere > 5  # the test exercises pruning, not only the fallback
+            for scale in (1.0, 3.0, 0.3):
+                def guess(t: Any, *, candidates: int, k1: float, b: float,
+                          scale: float = scale) -> float | None:
+                    theta = real_guess(t, candidates=candidates, k1=k1, b=b)
+                    return None if theta is None else theta * scale
+                monkeypatch.setattr(search, "_prune_threshold", guess)
+                calls = 0
+                real_rows = search._arm_rows
+
+                def counting(*args: Any, **kwargs: Any) -> Any:
+                    nonlocal calls
+                    calls += 1
+                    return real_rows(*args, **kwargs)
+                monkeypatch.setattr(search, "_arm_rows", counting)
+                fast = fetch_candidates(conn, demo, q, None, candidates=depth,
+                                        keyword_rankers=("bm25",)).frame
+                monkeypatch.setattr(search, "_arm_rows", real_rows)
+                fast = fast.sort_values("bm25_rank")
+                assert list(fast["id"]) == list(full["id"]), (q, depth, scale)
+                assert np.allclose(fast["bm25_score"], full["bm25_score"], atol=1e-9)
+                passes += calls > 1
+            monkeypatch.setattr(search, "_prune_threshold", real_guess)
+            theta = terms and search._prune_threshold(terms, candidates=depth, k1=1.2, b=0.75)
+            if terms and theta and search._match_query(terms, theta, k1=1.2, b=0.75):
+                pruned += 1
+    assert pruned > 5  # the test exercises pruning, not only the fallback
+    assert passes > 5  # and second passes after a guess that was too high
+
+
+def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:
+    """Lexemes with quotes, backslashes and tsquery operators in them match themselves."""
+    import vecdash.search as search
+
+    for lexeme in ["o'neil", "back\\slash", "c++", "a:b", "it's:*", "x & y", "'", "!(a|b)"]:
+        row = conn.execute("SELECT array_to_tsvector(ARRAY[%s]) @@ %s::tsquery, "
+                           "array_to_tsvector(ARRAY[%s || 'z']) @@ %s::tsquery",
+                           (lexeme, search._tsquery_lexeme(lexeme),
+                            lexeme, search._tsquery_lexeme(lexeme))).fetchone()
+        assert row == (True, False), lexeme

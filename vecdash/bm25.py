@@ -1,13 +1,19 @@
 """Okapi BM25 over core PostgreSQL full-text search (no extension).
 
 Term frequencies come from the stored tsvector of each matching row (positions per lexeme), the
-candidates from the GIN index (``tsv @@ <OR of the query's lexemes>``), and the corpus statistics
-(document frequency per lexeme, document length, number of documents, total length) live in three
-side tables keyed by the collection table's oid:
+candidates from the GIN index (``tsv @@ <tsquery>``), and the corpus statistics live in two side
+tables keyed by the collection table's oid:
 
-  vecdash_bm25_terms  (relid, lexeme, df)
-  vecdash_bm25_docs   (relid, doc_id, length)      length = number of token positions
+  vecdash_bm25_terms  (relid, lexeme, df, max_tf, min_len)
   vecdash_bm25_totals (relid, docs, total_length)
+
+A document's length is its number of token positions (a lexeme stored without positions counts
+once), the same count PostgreSQL's ts_rank divides by with normalization 2, which is how search
+reads it per row: ``ts_rank(tsv, q, 0) / ts_rank(tsv, q, 2)``, rounded (exact below millions of
+tokens), so no per-document table is kept. ``max_tf`` (the largest frequency of the lexeme in any
+document) and ``min_len`` (the shortest document containing it) bound the lexeme's contribution to
+any score, which lets search skip rows that cannot reach the top (see vecdash.search); deletes leave
+them as they are, which keeps them valid upper bounds (a rebuild makes them tight again).
 
 Statement-level triggers with transition tables (``REFERENCING NEW TABLE / OLD TABLE``) on the
 collection table keep them exact on INSERT and COPY, DELETE, UPDATE and TRUNCATE, in the writing
@@ -46,70 +52,81 @@ TRIGGER_NAMES = ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd", "ve
 # The number of token positions in a tsvector (a lexeme stored without positions counts once).
 TSV_LENGTH = "(SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0) FROM unnest({}))"
 
-# Trigger bodies over the transition tables: add the rows in vecdash_new, take away those in
-# vecdash_old (a lexeme whose df reaches 0 is removed).
-_ADD_NEW: LiteralString = """
-         INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df)
-           SELECT TG_RELID, l.lexeme, count(*)
-           FROM vecdash_new n, unnest(tsvector_to_array(n.tsv)) AS l(lexeme)
-           GROUP BY l.lexeme ORDER BY l.lexeme
-         ON CONFLICT (relid, lexeme) DO UPDATE SET df = t.df + excluded.df;
-         WITH d AS (
-           INSERT INTO vecdash_bm25_docs (relid, doc_id, length)
-             SELECT TG_RELID, n.id, vecdash_tsv_length(n.tsv) FROM vecdash_new n
-             RETURNING length)
+# Bounds of terms whose statistics predate max_tf / min_len: the loosest valid ones (any tf, any
+# length), so an upgraded collection prunes less until its statistics are rebuilt, never wrongly.
+UNKNOWN_MAX_TF = 1_000_000
+UNKNOWN_MIN_LEN = 0
+
+# Statistics of the rows in {src} (a transition table in the triggers, the table itself for a
+# backfill) added to those of table {relid}: one pass over the rows' lexemes and positions.
+_ADD_ROWS: LiteralString = """
+         WITH u AS MATERIALIZED (
+                SELECT n.id, x.lexeme, greatest(cardinality(x.positions), 1) AS tf
+                FROM {src} n, unnest(n.tsv) x),
+              d AS (SELECT u.id, sum(u.tf)::integer AS len FROM u GROUP BY u.id),
+              terms AS (
+                INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df, max_tf, min_len)
+                  SELECT {relid}, u.lexeme, count(*), max(u.tf), min(d.len)
+                  FROM u JOIN d ON d.id = u.id GROUP BY u.lexeme ORDER BY u.lexeme
+                ON CONFLICT (relid, lexeme) DO UPDATE
+                  SET df = t.df + excluded.df, max_tf = greatest(t.max_tf, excluded.max_tf),
+                      min_len = least(t.min_len, excluded.min_len))
          INSERT INTO vecdash_bm25_totals AS t (relid, docs, total_length)
-           SELECT TG_RELID, count(*), coalesce(sum(d.length), 0) FROM d
+           SELECT {relid}, (SELECT count(*) FROM {src}), (SELECT coalesce(sum(u.tf), 0) FROM u)
          ON CONFLICT (relid) DO UPDATE
            SET docs = t.docs + excluded.docs, total_length = t.total_length + excluded.total_length;
 """
-_REMOVE_OLD: LiteralString = """
-         UPDATE vecdash_bm25_terms t SET df = t.df - o.c
-           FROM (SELECT l.lexeme, count(*) AS c
-                 FROM vecdash_old d, unnest(tsvector_to_array(d.tsv)) AS l(lexeme)
-                 GROUP BY l.lexeme) o
-           WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme;
+_ADD_NEW = sql.SQL(_ADD_ROWS).format(src=sql.Identifier("vecdash_new"), relid=sql.SQL("TG_RELID"))
+# Take away the rows in vecdash_old (a lexeme whose df reaches 0 is removed).
+_REMOVE_OLD = sql.SQL("""
+         WITH u AS MATERIALIZED (
+                SELECT x.lexeme, greatest(cardinality(x.positions), 1) AS tf
+                FROM vecdash_old o, unnest(o.tsv) x),
+              terms AS (
+                UPDATE vecdash_bm25_terms t SET df = t.df - o.c
+                  FROM (SELECT u.lexeme, count(*) AS c FROM u GROUP BY u.lexeme) o
+                  WHERE t.relid = TG_RELID AND t.lexeme = o.lexeme)
+         UPDATE vecdash_bm25_totals t
+           SET docs = t.docs - (SELECT count(*) FROM vecdash_old),
+               total_length = t.total_length - (SELECT coalesce(sum(u.tf), 0) FROM u)
+           WHERE t.relid = TG_RELID;
          DELETE FROM vecdash_bm25_terms t
            WHERE t.relid = TG_RELID AND t.df <= 0
              AND t.lexeme IN (SELECT l.lexeme
                               FROM vecdash_old d, unnest(tsvector_to_array(d.tsv)) AS l(lexeme));
-         WITH d AS (
-           DELETE FROM vecdash_bm25_docs x USING vecdash_old o
-             WHERE x.relid = TG_RELID AND x.doc_id = o.id
-             RETURNING x.length)
-         UPDATE vecdash_bm25_totals t
-           SET docs = t.docs - o.c, total_length = t.total_length - o.l
-           FROM (SELECT count(*) AS c, coalesce(sum(d.length), 0) AS l FROM d) o
-           WHERE t.relid = TG_RELID;
-"""
+""")
 
-_SHARED_DDL: list[LiteralString] = [
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
+
+def _function(name: str, body: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {} "
+        "RETURN NULL; END $$").format(sql.Identifier(name), body)
+
+
+_SHARED_DDL: list[sql.SQL | sql.Composed] = [
+    sql.SQL("""CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
            relid oid NOT NULL, lexeme text NOT NULL, df bigint NOT NULL,
-           PRIMARY KEY (relid, lexeme))""",
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_docs (
-           relid oid NOT NULL, doc_id bigint NOT NULL, length integer NOT NULL,
-           PRIMARY KEY (relid, doc_id))""",
-    """CREATE TABLE IF NOT EXISTS vecdash_bm25_totals (
-           relid oid PRIMARY KEY, docs bigint NOT NULL, total_length bigint NOT NULL)""",
-    """CREATE OR REPLACE FUNCTION vecdash_tsv_length(tsvector) RETURNS integer
-       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
-       $$ SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0)::integer
-          FROM unnest($1) $$""",
-    "CREATE OR REPLACE FUNCTION vecdash_bm25_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-    + _ADD_NEW + " RETURN NULL; END $$",
-    "CREATE OR REPLACE FUNCTION vecdash_bm25_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-    + _REMOVE_OLD + " RETURN NULL; END $$",
+           max_tf integer NOT NULL, min_len integer NOT NULL,
+           PRIMARY KEY (relid, lexeme))"""),
+    # Statistics kept by an earlier vecdash (no bounds, a per-document length table).
+    sql.SQL("ALTER TABLE vecdash_bm25_terms "
+            "ADD COLUMN IF NOT EXISTS max_tf integer NOT NULL DEFAULT {}, "
+            "ADD COLUMN IF NOT EXISTS min_len integer NOT NULL DEFAULT {}").format(
+        sql.Literal(UNKNOWN_MAX_TF), sql.Literal(UNKNOWN_MIN_LEN)),
+    sql.SQL("""CREATE TABLE IF NOT EXISTS vecdash_bm25_totals (
+           relid oid PRIMARY KEY, docs bigint NOT NULL, total_length bigint NOT NULL)"""),
+    _function("vecdash_bm25_insert", _ADD_NEW),
+    _function("vecdash_bm25_delete", _REMOVE_OLD),
     # An update is the old rows' statistics taken away, then the new rows' added.
-    "CREATE OR REPLACE FUNCTION vecdash_bm25_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-    + _REMOVE_OLD + _ADD_NEW + " RETURN NULL; END $$",
-    """CREATE OR REPLACE FUNCTION vecdash_bm25_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+    _function("vecdash_bm25_update", sql.Composed([_REMOVE_OLD, _ADD_NEW])),
+    sql.SQL("""CREATE OR REPLACE FUNCTION vecdash_bm25_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          DELETE FROM vecdash_bm25_terms WHERE relid = TG_RELID;
-         DELETE FROM vecdash_bm25_docs WHERE relid = TG_RELID;
          UPDATE vecdash_bm25_totals SET docs = 0, total_length = 0 WHERE relid = TG_RELID;
          RETURN NULL;
-       END $$""",
+       END $$"""),
+    sql.SQL("DROP TABLE IF EXISTS vecdash_bm25_docs"),
+    sql.SQL("DROP FUNCTION IF EXISTS vecdash_tsv_length(tsvector)"),
 ]
 
 _TRIGGERS: list[LiteralString] = [
@@ -139,15 +156,19 @@ def _relid(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
 
 
 def bm25_installed(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
-    """The table's oid when its BM25 triggers are in place (statistics are current), else None."""
+    """The table's oid when its BM25 triggers are in place (statistics are current) and the
+    statistics tables have this version's shape, else None."""
     row = conn.execute(
         "SELECT c.oid, (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid "
-        "               AND t.tgname = ANY(%s)) "
+        "               AND t.tgname = ANY(%s)), "
+        "       to_regclass('vecdash_bm25_docs') IS NULL AND EXISTS (SELECT 1 FROM pg_attribute a "
+        "         WHERE a.attrelid = to_regclass('vecdash_bm25_terms') AND a.attname = 'min_len' "
+        "         AND NOT a.attisdropped) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s",
         (list(TRIGGER_NAMES), collection.schema_name, collection.table_name),
     ).fetchone()
-    if row is None or int(row[1]) != len(TRIGGER_NAMES):
+    if row is None or int(row[1]) != len(TRIGGER_NAMES) or not row[2]:
         return None
     return int(row[0])
 
@@ -176,28 +197,12 @@ def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
             "SELECT relid FROM vecdash_bm25_totals t "
             "WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.relid)"
         ).fetchall()]
-        for stats in ("vecdash_bm25_terms", "vecdash_bm25_docs", "vecdash_bm25_totals"):
+        for stats in ("vecdash_bm25_terms", "vecdash_bm25_totals"):
             conn.execute(
                 sql.SQL("DELETE FROM {} WHERE relid = ANY(%s)").format(sql.Identifier(stats)),
                 ([*orphans, relid],),
             )
-        conn.execute(
-            sql.SQL("INSERT INTO vecdash_bm25_terms (relid, lexeme, df) "
-                    "SELECT %s, u.lexeme, count(*) FROM {} d, unnest(d.tsv) u GROUP BY u.lexeme"
-                    ).format(table),
-            (relid,),
-        )
-        conn.execute(
-            sql.SQL("INSERT INTO vecdash_bm25_docs (relid, doc_id, length) "
-                    "SELECT %s, d.id, vecdash_tsv_length(d.tsv) FROM {} d").format(table),
-            (relid,),
-        )
-        conn.execute(
-            sql.SQL("INSERT INTO vecdash_bm25_totals (relid, docs, total_length) "
-                    "SELECT %s, count(*), coalesce(sum(vecdash_tsv_length(d.tsv)), 0) FROM {} d"
-                    ).format(table),
-            (relid,),
-        )
+        conn.execute(sql.SQL(_ADD_ROWS).format(src=table, relid=sql.Literal(relid)))
     return relid
 
 
@@ -234,6 +239,7 @@ class CorpusStats:
     docs: int
     total_length: int
     df: dict[str, int]
+    bounds: dict[str, tuple[int, int]]  # lexeme -> (max_tf, min_len)
 
 
 def stored_stats(conn: psycopg.Connection[Any], relid: int) -> CorpusStats:
@@ -242,12 +248,13 @@ def stored_stats(conn: psycopg.Connection[Any], relid: int) -> CorpusStats:
         "SELECT docs, total_length FROM vecdash_bm25_totals WHERE relid = %s", (relid,)
     ).fetchone()
     terms = conn.execute(
-        "SELECT lexeme, df FROM vecdash_bm25_terms WHERE relid = %s", (relid,)
+        "SELECT lexeme, df, max_tf, min_len FROM vecdash_bm25_terms WHERE relid = %s", (relid,)
     ).fetchall()
     return CorpusStats(
         docs=int(row[0]) if row else 0,
         total_length=int(row[1]) if row else 0,
-        df={str(lex): int(df) for lex, df in terms},
+        df={str(lex): int(df) for lex, df, _, _ in terms},
+        bounds={str(lex): (int(tf), int(ln)) for lex, _, tf, ln in terms},
     )
 
 

@@ -4,7 +4,6 @@ BM25 or ts_rank_cd keyword arm, fused by convex combination or reciprocal rank f
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -274,7 +273,6 @@ def fetch_candidates(
     k1: float = 1.2,
     b: float = 0.75,
     prune: bool = True,
-    match_lexemes: Sequence[str] | None = None,
 ) -> Candidates:
     """One SQL statement (one round trip, in one transaction) for both arms: the semantic top
     ``candidates`` (skipped when ``vector`` is None) and, per keyword ranker, the keyword top
@@ -284,15 +282,15 @@ def fetch_candidates(
     LOCAL hnsw/ivfflat.iterative_scan = relaxed_order) so a filtered search still returns
     ``candidates`` rows when that many match; hnsw.ef_search is raised to the depth when lower.
 
-    BM25 with stored statistics prunes exactly (MaxScore): when the query's terms match many
-    rows, a first pass over the rows with its rarest terms gives a lower bound on the
-    ``candidates``-th best score, and terms whose summed upper bounds (idf * (k1 + 1)) stay below
-    it cannot lift a row into the top on their own, so rows matching only those are not scored.
-    The top ``candidates`` and their scores are the same as without pruning (``prune=False``).
-    ``match_lexemes`` restricts the BM25 candidates to rows with one of these lexemes (scores
-    still use every query lexeme).
+    BM25 with stored statistics prunes exactly when the query's lexemes match many rows (see
+    ``_prune_threshold``): a row whose lexemes' score bounds (from each lexeme's idf, largest
+    term frequency and shortest document) sum to less than a threshold cannot reach the top, so
+    the GIN scan asks only for the combinations of lexemes that can (a tsquery of ANDs). If fewer
+    than ``candidates`` scored rows reach the threshold, the keyword arm runs again with the
+    threshold lowered to the score of its ``candidates``-th row, which is then exact. The top
+    ``candidates`` and their scores are the same as without pruning (``prune=False``).
     """
-    from vecdash.bm25 import TSV_LENGTH, ensure_bm25
+    from vecdash.bm25 import ensure_bm25
 
     _check_options(candidates, keyword_rankers)
     if not isinstance(query, str):
@@ -304,12 +302,73 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if "bm25" in rankers else None
     on_the_fly = "bm25" in rankers and relid is None
-    if relid is not None and prune and match_lexemes is None:
-        match_lexemes = _maxscore_lexemes(conn, c, relid, query, candidates=candidates,
-                                          filters=flt, k1=k1, b=b)
+    terms = _term_stats(conn, c, relid, query) if relid is not None and prune else None
+    theta = _prune_threshold(terms, candidates=candidates, k1=k1, b=b) if terms else None
+    match = _match_query(terms, theta, k1=k1, b=b) if terms and theta is not None else None
+    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, relid, match=match,
+                           candidates=candidates, k1=k1, b=b)
+    # The one row with a NULL id carries the query's lexemes even when no arm found anything.
+    lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
+    rows = [r for r in rows if r[0] is not None]
+    scores = {arm: {r[0]: r[i] for r in rows if r[i] is not None}
+              for i, arm in enumerate(arms, start=1)}
+    while terms and theta is not None and match is not None:
+        got = sorted(scores["bm25"].values(), reverse=True)
+        if len(got) >= candidates and got[candidates - 1] >= theta:
+            break  # every row left out scores below theta: the top is exact
+        theta = got[candidates - 1] if len(got) >= candidates else theta / 2
+        match = _match_query(terms, theta, k1=k1, b=b)
+        _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=match,
+                             candidates=candidates, k1=k1, b=b)
+        scores["bm25"] = {r[0]: r[1] for r in again if r[0] is not None and r[1] is not None}
+    keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
+    ids = np.array([str(key) for key in keys], dtype=object)
+    id_rank = id_ranks(ids)
+    columns: dict[str, Any] = {"key": pd.Series(keys, dtype=object), "id": ids}
+    nan = np.full(len(keys), np.nan)
+    columns.update(distance=nan, semantic_score=nan, semantic_rank=nan)
+    for arm in arms:
+        got_arm = scores[arm]
+        raw = np.array([got_arm.get(key, np.nan) for key in keys], dtype=np.float64)
+        if arm == "sem":
+            columns["distance"] = raw
+            columns["semantic_score"] = _similarity(c.metric, raw)
+            columns["semantic_rank"] = _ranks(columns["semantic_score"], id_rank)
+        else:
+            columns[f"{arm}_score"] = raw
+            columns[f"{arm}_rank"] = _ranks(raw, id_rank)
+    frame = pd.DataFrame(columns)
+    notes = []
+    if not lexemes:
+        notes.append("The query has no searchable words (only stopwords or punctuation), so the "
+                     "keyword arm is empty.")
+    if on_the_fly or (rankers and not c.tsv_column):
+        notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
+                     "arm runs to_tsvector and the statistics on the fly (a full table scan per "
+                     "query).")
+    return Candidates(frame, lexemes, rankers, on_the_fly, notes)
+
+
+def _arm_rows(
+    conn: psycopg.Connection[Any],
+    c: Collection,
+    query: str,
+    vector: Sequence[float] | np.ndarray | None,
+    rankers: tuple[KeywordRanker, ...],
+    flt: SearchFilters,
+    relid: int | None,
+    *,
+    match: str | None,
+    candidates: int,
+    k1: float,
+    b: float,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The arms' names and the statement's rows: (id, one score per arm (NULL when the row is
+    not in that arm)..., NULL), plus one row (NULL, NULL..., the query's lexemes)."""
+    from vecdash.bm25 import TSV_LENGTH
+
     params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
-                              "k1": float(k1), "b": float(b), "relid": relid,
-                              "match": list(match_lexemes) if match_lexemes is not None else None}
+                              "k1": float(k1), "b": float(b), "relid": relid, "match": match}
     where = _filter_sql(c, flt, params)
     tid = sql.Identifier("t", c.id_column)
     ctes: list[sql.Composable] = [sql.SQL(
@@ -317,8 +376,7 @@ def fetch_candidates(
         "array_to_tsvector(ARRAY[x])::text, ' | ')::tsquery FROM unnest(l.lexemes) x) AS q "
         "FROM (SELECT array_agg(DISTINCT u.lexeme ORDER BY u.lexeme) AS lexemes "
         "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) l), "
-        "mq AS MATERIALIZED (SELECT (SELECT string_agg(array_to_tsvector(ARRAY[x])::text, ' | ')"
-        "::tsquery FROM unnest(coalesce(%(match)s::text[], (SELECT lexemes FROM tq))) x) AS q)")]
+        "mq AS MATERIALIZED (SELECT coalesce(%(match)s::tsquery, (SELECT q FROM tq)) AS q)")]
     arms: list[str] = []
     if vector is not None:
         params["v"] = query_vector(c, vector)
@@ -332,11 +390,11 @@ def fetch_candidates(
     if "bm25" in rankers:
         if relid is not None:
             ctes.append(sql.SQL(
-                # a scalar subquery: one index probe per matching row, never a scan of
-                # every document length in the collection
-                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, (SELECT dl.length::float8 "
-                "FROM vecdash_bm25_docs dl WHERE dl.relid = %(relid)s AND dl.doc_id = {tid}) "
-                "AS len FROM {table} t WHERE t.tsv @@ (SELECT q FROM mq){where}), "
+                # A document's length (token positions) is what ts_rank divides by with
+                # normalization 2: read it back from the two ranks (exact after rounding).
+                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, round(ts_rank(t.tsv, "
+                "(SELECT q FROM tq))::float8 / ts_rank(t.tsv, (SELECT q FROM tq), 2)) AS len "
+                "FROM {table} t WHERE t.tsv @@ (SELECT q FROM mq){where}), "
                 "kstats AS (SELECT docs::float8 AS n, CASE WHEN docs > 0 AND total_length > 0 "
                 "THEN total_length::float8 / docs ELSE 1 END AS avglen "
                 "FROM vecdash_bm25_totals WHERE relid = %(relid)s), "
@@ -405,91 +463,126 @@ def fetch_candidates(
                 {"cand": candidates, "mode": "relaxed_order" if flt.active else "off"},
             )
         cur = conn.execute(statement, params)
-    rows = cur.fetchall()
-    # The one row with a NULL id carries the query's lexemes even when no arm found anything.
-    lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
-    rows = [r for r in rows if r[0] is not None]
-    keys = [r[0] for r in rows]
-    ids = np.array([str(key) for key in keys], dtype=object)
-    id_rank = id_ranks(ids)
-    columns: dict[str, Any] = {"key": pd.Series(keys, dtype=object), "id": ids}
-    nan = np.full(len(rows), np.nan)
-    columns.update(distance=nan, semantic_score=nan, semantic_rank=nan)
-    for i, arm in enumerate(arms, start=1):
-        raw = np.array([r[i] for r in rows], dtype=np.float64)  # None becomes NaN
-        if arm == "sem":
-            columns["distance"] = raw
-            columns["semantic_score"] = _similarity(c.metric, raw)
-            columns["semantic_rank"] = _ranks(columns["semantic_score"], id_rank)
-        else:
-            columns[f"{arm}_score"] = raw
-            columns[f"{arm}_rank"] = _ranks(raw, id_rank)
-    frame = pd.DataFrame(columns)
-    notes = []
-    if not lexemes:
-        notes.append("The query has no searchable words (only stopwords or punctuation), so the "
-                     "keyword arm is empty.")
-    if on_the_fly or (rankers and not c.tsv_column):
-        notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
-                     "arm runs to_tsvector and the statistics on the fly (a full table scan per "
-                     "query).")
-    return Candidates(frame, lexemes, rankers, on_the_fly, notes)
+    return arms, cur.fetchall()
 
 
-MAXSCORE_MIN_MATCHES = 2000  # below this many matching rows, scoring them all is cheap
+MAXSCORE_MIN_MATCHES = 2000  # below this many matching rows (summed df), scoring them all is cheap
+PRUNE_MAX_TERMS = 12  # combinations of lexemes are enumerated (2^n); longer queries score all
+PRUNE_MAX_CLAUSES = 64  # beyond this many ANDs the tsquery is an OR of the lexemes that can count
 
 
-def _maxscore_lexemes(
-    conn: psycopg.Connection[Any],
-    collection: Collection,
-    relid: int,
-    query: str,
-    *,
-    candidates: int,
-    filters: SearchFilters,
-    k1: float,
-    b: float,
-) -> list[str] | None:
-    """The lexemes a row must contain to possibly reach the BM25 top ``candidates`` (None: no
-    pruning). See fetch_candidates."""
+@dataclass(frozen=True)
+class TermStats:
+    """A query's lexemes that occur in the collection, with their statistics."""
+
+    lexemes: list[str]
+    df: np.ndarray
+    max_tf: np.ndarray
+    min_len: np.ndarray
+    docs: float
+    avglen: float
+
+    def idf(self) -> np.ndarray:
+        return np.log(1 + (self.docs - self.df + 0.5) / (self.df + 0.5))
+
+    def bounds(self, k1: float, b: float) -> np.ndarray:
+        """The most each lexeme can add to a score: idf at its largest term frequency in the
+        shortest document that contains it."""
+        tf = self.max_tf
+        out: np.ndarray = self.idf() * tf * (k1 + 1) / (
+            tf + k1 * (1 - b + b * self.min_len / self.avglen))
+        return out
+
+
+def _term_stats(conn: psycopg.Connection[Any], c: Collection, relid: int,
+                query: str) -> TermStats | None:
     rows = conn.execute(
-        "SELECT u.lexeme, coalesce(t.df, 0), s.docs FROM (SELECT DISTINCT lexeme FROM "
-        "unnest(to_tsvector(%s::regconfig, %s))) u CROSS JOIN vecdash_bm25_totals s "
-        "LEFT JOIN vecdash_bm25_terms t ON t.relid = s.relid AND t.lexeme = u.lexeme "
-        "WHERE s.relid = %s",
-        (collection.text_config, query, relid),
+        "SELECT t.lexeme, t.df, t.max_tf, t.min_len, s.docs, s.total_length "
+        "FROM vecdash_bm25_totals s JOIN vecdash_bm25_terms t ON t.relid = s.relid "
+        "WHERE s.relid = %s AND t.df > 0 AND t.lexeme = ANY(tsvector_to_array("
+        "to_tsvector(%s::regconfig, %s))) ORDER BY t.lexeme",
+        (relid, c.text_config, query),
     ).fetchall()
-    terms = [(str(lex), int(df)) for lex, df, _ in rows if int(df) > 0]
-    if len(terms) < 2 or sum(df for _, df in terms) < MAXSCORE_MIN_MATCHES:
+    if not rows or not rows[0][4]:
         return None
-    n = float(rows[0][2])
-    bound = {lex: math.log(1 + (n - df + 0.5) / (df + 0.5)) * (k1 + 1) for lex, df in terms}
-    # First pass: the rarest terms, until they cover about ``candidates`` rows.
-    rare: list[str] = []
-    covered = 0
-    for lex, df in sorted(terms, key=lambda t: (t[1], t[0])):
-        rare.append(lex)
-        covered += df
-        if covered >= candidates:
-            break
-    if len(rare) == len(terms):
+    docs = float(rows[0][4])
+    return TermStats(
+        lexemes=[str(r[0]) for r in rows],
+        df=np.array([r[1] for r in rows], dtype=np.float64),
+        max_tf=np.array([r[2] for r in rows], dtype=np.float64),
+        min_len=np.array([r[3] for r in rows], dtype=np.float64),
+        docs=docs,
+        avglen=(float(rows[0][5]) / docs) or 1.0,
+    )
+
+
+def _prune_threshold(terms: TermStats, *, candidates: int, k1: float, b: float) -> float | None:
+    """A first threshold for pruned BM25, or None when pruning cannot pay (few matching rows,
+    one lexeme, or too many lexemes to enumerate their combinations).
+
+    The highest sum of lexeme bounds that about twice ``candidates`` documents are expected to
+    reach, taking the lexemes as independent (each in a fraction df/N of the documents; lexemes
+    of real text co-occur more often than that, which only adds rows to the first pass). A guess
+    that is too high costs a second pass, never exactness (see fetch_candidates)."""
+    n = len(terms.lexemes)
+    if n < 2 or n > PRUNE_MAX_TERMS or terms.df.sum() < MAXSCORE_MIN_MATCHES:
         return None
-    first = fetch_candidates(conn, collection, query, None, candidates=candidates,
-                             keyword_rankers=("bm25",), filters=filters, k1=k1, b=b,
-                             prune=False, match_lexemes=rare).frame
-    if len(first) < candidates:
+    bound = terms.bounds(k1, b)
+    masks = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    p = terms.df / terms.docs
+    probability = np.prod(np.where(masks, p, 1 - p), axis=1)
+    reach = masks @ bound
+    order = np.argsort(-reach, kind="stable")
+    expected = np.cumsum(probability[order]) * terms.docs
+    i = int(np.searchsorted(expected, 2 * candidates))
+    if i >= len(order):
         return None
-    threshold = float(first["bm25_score"].min())
-    skipped: set[str] = set()
-    total = 0.0
-    for lex, _ in sorted(terms, key=lambda t: (bound[t[0]], t[0])):
-        if total + bound[lex] >= threshold:
-            break
-        total += bound[lex]
-        skipped.add(lex)
-    if not skipped:
+    theta = float(reach[order[i]])
+    return theta if theta > float(bound.min()) else None
+
+
+def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str | None:
+    """The tsquery of the rows whose bounds reach ``theta``: an OR of the smallest sets of
+    lexemes whose bounds add up to it (an AND each). None: every matching row can reach it."""
+    bound = terms.bounds(k1, b)
+    order = sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))
+    if bound[order[-1]] >= theta:
         return None
-    return [lex for lex, _ in terms if lex not in skipped]
+    clauses: list[list[int]] = []
+
+    def grow(start: int, chosen: list[int], total: float) -> None:
+        # Lexemes in descending bound order, stopping as soon as the sum reaches theta: every
+        # set found is minimal (dropping any member, at least as big as the last, falls short).
+        if len(clauses) > PRUNE_MAX_CLAUSES:
+            return
+        for j in range(start, len(order)):
+            rest = sum(bound[i] for i in order[j:])
+            if total + rest < theta:
+                return
+            i = order[j]
+            if total + bound[i] >= theta:
+                clauses.append([*chosen, i])
+            else:
+                grow(j + 1, [*chosen, i], total + bound[i])
+
+    grow(0, [], 0.0)
+    if len(clauses) > PRUNE_MAX_CLAUSES:
+        # MaxScore: the lexemes with the smallest bounds that together stay below theta cannot
+        # lift a row into the top on their own; rows need one of the others.
+        skipped, total = set(), 0.0
+        for i in reversed(order):
+            if total + bound[i] >= theta:
+                break
+            total += bound[i]
+            skipped.add(i)
+        clauses = [[i] for i in order if i not in skipped]
+    return " | ".join("(" + " & ".join(_tsquery_lexeme(terms.lexemes[i]) for i in clause) + ")"
+                      for clause in clauses)
+
+
+def _tsquery_lexeme(lexeme: str) -> str:
+    """A lexeme quoted for tsquery input (embedded quotes and backslashes doubled)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def id_ranks(ids: np.ndarray) -> np.ndarray:
@@ -636,29 +729,31 @@ def hybrid_search(
     notes = list(cands.notes)
     if not cands.lexemes and weight < 1.0:
         notes[0] += " Showing the semantic ranking."
-    top = frame.iloc[order[:k]].copy()
-    top["fused_score"] = fused[order[:k]]
-    details = _details(conn, collection, list(top["key"]), query)
-    in_sem = top["semantic_rank"].notna().to_numpy()
-    in_kw = top[f"{ranker}_rank"].notna().to_numpy()
+    top = order[:k]
+    keys = frame["key"].to_numpy()[top]
+    details = _details(conn, collection, list(keys), query)
+    rows = [details[key] for key in keys]
+    sem_rank = frame["semantic_rank"].to_numpy(dtype=np.float64)[top]
+    kw_rank = frame[f"{ranker}_rank"].to_numpy(dtype=np.float64)[top]
+    in_sem, in_kw = ~np.isnan(sem_rank), ~np.isnan(kw_rank)
+    snippets = [r[4] for r in rows]
     out = pd.DataFrame({
         "rank": np.arange(1, len(top) + 1),
-        "id": top["id"].to_numpy(),
-        "external_id": [details[key][0] for key in top["key"]],
-        "title": [details[key][1] for key in top["key"]],
-        "category": [details[key][3] for key in top["key"]],
-        "fused_score": top["fused_score"].to_numpy(dtype=float),
-        "semantic_score": top["semantic_score"].to_numpy(dtype=float),
-        "semantic_rank": top["semantic_rank"].astype("Int64").to_numpy(),
-        "keyword_score": top[f"{ranker}_score"].to_numpy(dtype=float),
-        "keyword_rank": top[f"{ranker}_rank"].astype("Int64").to_numpy(),
+        "id": frame["id"].to_numpy()[top],
+        "external_id": [r[0] for r in rows],
+        "title": [r[1] for r in rows],
+        "category": [r[3] for r in rows],
+        "fused_score": fused[top],
+        "semantic_score": frame["semantic_score"].to_numpy(dtype=np.float64)[top],
+        "semantic_rank": pd.array(sem_rank, dtype="Int64"),
+        "keyword_score": frame[f"{ranker}_score"].to_numpy(dtype=np.float64)[top],
+        "keyword_rank": pd.array(kw_rank, dtype="Int64"),
         "source": np.where(in_sem & in_kw, "both",
                            np.where(in_sem, "semantic only", "keyword only")),
-        "snippet": [_snippet_html(details[key][4]) for key in top["key"]],
-        "snippet_text": [details[key][4].replace(_MARK_START, "").replace(_MARK_STOP, "")
-                         for key in top["key"]],
-        "distance": top["distance"].to_numpy(dtype=float),
-        "content": [details[key][2] for key in top["key"]],
+        "snippet": [_snippet_html(x) for x in snippets],
+        "snippet_text": [x.replace(_MARK_START, "").replace(_MARK_STOP, "") for x in snippets],
+        "distance": frame["distance"].to_numpy(dtype=np.float64)[top],
+        "content": [r[2] for r in rows],
     }, columns=HYBRID_COLUMNS)
     out.attrs["notes"] = notes
     out.attrs["lexemes"] = cands.lexemes
