@@ -83,18 +83,22 @@ def test_same_id_different_content_fails_without_overwrite(conn: Any, unique_nam
         drop_collection(conn, unique_name)
 
 
-def test_cancel_keeps_whole_batches(conn: Any, unique_name: str) -> None:
+@pytest.mark.parametrize("parallel", [False, True])
+def test_cancel_keeps_whole_batches(conn: Any, unique_name: str, parallel: bool) -> None:
     c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
     try:
         records = [Record(f"doc {i}", embedding=[i, 1]) for i in range(10)]
         seen: list[int] = []
-        with pytest.raises(Cancelled, match="Run it again"):
-            ingest_records(conn, c, records, batch_size=3,
+        with pytest.raises(Cancelled, match="Run it again") as cancelled:
+            ingest_records(conn, c, records, batch_size=3, parallel=parallel,
                            progress=lambda r: seen.append(r.inserted),
                            should_cancel=lambda: len(seen) >= 2)
-        assert count(conn, unique_name) == 6
+        stored = count(conn, unique_name)
+        # whole batches only; batches already being written when the cancel came are finished
+        assert f"after {stored} new rows" in str(cancelled.value)
+        assert stored == 6 if not parallel else stored in (6, 9)
         report = ingest_records(conn, c, records, batch_size=3)
-        assert (report.inserted, report.skipped_duplicates) == (4, 6)
+        assert (report.inserted, report.skipped_duplicates) == (10 - stored, stored)
     finally:
         drop_collection(conn, unique_name)
 
@@ -117,3 +121,47 @@ def test_delete_and_data_version(conn: Any, unique_name: str) -> None:
 def test_content_hash_ignores_whitespace_only() -> None:
     assert content_hash("a  b\n") == content_hash(" a b")
     assert content_hash("a b") != content_hash("a c")
+
+
+def test_overlapped_batches_dedupe_against_each_other(
+    conn: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches written at the same time by other connections: a text or an id repeated from a
+    batch still being written is caught before the server sees it, and a failing batch stops the
+    load with whole batches stored."""
+    import time
+
+    import vecdash.ingest as ingest
+
+    write = ingest._write_batch
+
+    def slow_write(*args: Any) -> int:
+        time.sleep(0.05)  # keep batches in flight while the next ones are prepared
+        return write(*args)
+
+    monkeypatch.setattr(ingest, "_write_batch", slow_write)
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    try:
+        records = [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(40)]
+        records += [Record("doc 38", external_id="copy-of-38", embedding=[1, 1]),  # same text
+                    Record("other text", external_id="e39", embedding=[1, 2]),  # same id
+                    Record("doc 41", external_id="e41", embedding=[np.nan, 1])]  # bad vector
+        records += [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(50, 60)]
+        seen: list[int] = []
+        report = ingest_records(conn, c, records, batch_size=4,
+                                progress=lambda r: seen.append(r.inserted))
+        assert (report.inserted, report.skipped_duplicates) == (50, 1)
+        assert sorted(f.external_id for f in report.failed) == ["e39", "e41"]
+        assert count(conn, unique_name) == 50
+        assert seen == sorted(seen) and seen[-1] == 50  # progress counts committed batches
+        # a batch that fails on the server (here: a row locked out by a check constraint added
+        # behind vecdash's back) stops the load; what committed stays, and nothing is half-done
+        conn.execute(f'ALTER TABLE "{unique_name}" ADD CONSTRAINT no_x CHECK (content <> \'x 9\')')
+        more = [Record(f"x {i}", embedding=[i, 2]) for i in range(20)]
+        with pytest.raises(Exception, match="no_x"):
+            ingest_records(conn, c, more, batch_size=4)
+        stored = count(conn, unique_name) - 50
+        assert stored % 4 == 0 and stored < 20
+        assert conn.info.transaction_status == 0  # the caller's connection is idle and usable
+    finally:
+        drop_collection(conn, unique_name)

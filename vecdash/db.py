@@ -255,6 +255,15 @@ def connect(settings: Settings) -> psycopg.Connection[Any]:
     return conn
 
 
+def sibling_connection(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Another autocommit connection to the same server, database and user as ``conn`` (for work
+    beside it, such as a second COPY stream), read-only when ``conn`` is."""
+    other = psycopg.connect(conn.info.dsn, password=conn.info.password or None, autocommit=True,
+                            connect_timeout=10)
+    _configure(is_read_only(conn))(other)
+    return other
+
+
 def is_read_only(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
     return bool(row and row[0] == "on")

@@ -9,12 +9,15 @@ the exact text embedded), so loading the same texts into another collection call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import re
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -26,11 +29,14 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from vecdash.collections import Collection, bump_data_version
-from vecdash.db import require_writable
+from vecdash.db import require_writable, sibling_connection
 from vecdash.embedders import Embedder
 from vecdash.errors import Cancelled, InvalidInput
 
 _WS = re.compile(r"\s+")
+# Batches written at once by background connections (see ingest_records): two keep both cores
+# of a small machine busy; the server's row locks order what they share (statistics, registry).
+WRITERS = 2
 
 
 @dataclass
@@ -172,13 +178,21 @@ def ingest_records(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     use_cache: bool = True,
+    parallel: bool = True,
 ) -> IngestReport:
     """Load records into a managed collection and report what happened.
 
     Per batch: rows with empty content or a bad precomputed vector fail (with a reason) and the
-    rest go on; content already stored, or repeated in the batch, is skipped and counted; the
-    remaining texts are embedded (unless they carry a vector) and written with one binary COPY in
-    one transaction. ``should_cancel`` is checked between batches: committed batches stay.
+    rest go on; content already stored, or repeated in the batch or in a batch still being
+    written, is skipped and counted; the remaining texts are embedded (unless they carry a vector)
+    and written with one binary COPY in one transaction. ``should_cancel`` is checked between
+    batches: committed batches stay.
+
+    With ``parallel`` (and more than one batch, ``conn`` not inside a transaction) batches are
+    written by a second connection in a background thread while this one prepares the next
+    batch (validation, dedupe lookups, embedding, packing), so the server indexes one batch while
+    Python works on the next. Each batch is still one transaction; progress and the report are
+    updated on the calling thread as batches commit.
     """
     require_writable(conn)
     if not collection.managed:
@@ -190,28 +204,131 @@ def ingest_records(
     if embedder is not None and use_cache:
         ensure_embedding_cache(conn)
     report = IngestReport()
-    for batch in _batches(records, batch_size):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(
-                f"Ingestion cancelled after {report.inserted} new rows; they are stored. Run it "
-                "again to continue: stored documents are skipped."
-            )
-        _ingest_batch(conn, collection, batch, embedder, report, use_cache)
-        report.batches += 1
-        if progress is not None:
-            progress(report)
+    can_overlap = parallel and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with _Writer(conn, collection, report, progress, overlap=can_overlap) as writer:
+        for batch in _batches(records, batch_size):
+            writer.poll()
+            if should_cancel is not None and should_cancel():
+                writer.finish()
+                raise Cancelled(
+                    f"Ingestion cancelled after {report.inserted} new rows; they are stored. Run "
+                    "it again to continue: stored documents are skipped."
+                )
+            prepared = _prepare_batch(conn, collection, batch, embedder, report, use_cache,
+                                      writer.pending_keys())
+            report.batches += 1
+            writer.submit(prepared)
+        writer.finish()
     return report
 
 
-def _ingest_batch(
+@dataclass
+class _Batch:
+    """A batch ready to write: COPY rows, and its content hashes and external ids."""
+
+    rows: list[tuple[Any, ...]]
+    hashes: set[str]
+    external_ids: set[str]
+
+
+class _Writer:
+    """Writes prepared batches: on ``conn`` itself, or (``overlap``) from the second batch on, on
+    up to WRITERS other connections, each from a background thread, so the server indexes
+    batches while this thread prepares the next one. ``pending_keys`` are the hashes and external
+    ids of the batches in flight. Batches are collected (counted, progress reported) in order."""
+
+    def __init__(self, conn: psycopg.Connection[Any], collection: Collection,
+                 report: IngestReport, progress: ProgressCallback | None, *, overlap: bool):
+        self.conn = conn
+        self.collection = collection
+        self.report = report
+        self.progress = progress
+        self.overlap = overlap
+        self.submitted = 0
+        self.idle: list[psycopg.Connection[Any]] = []
+        self.opened: list[psycopg.Connection[Any]] = []
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_flight: deque[tuple[Future[int], _Batch, psycopg.Connection[Any]]] = deque()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            # An error on this side: let the batches being written commit (or fail) first.
+            while self.in_flight:
+                with contextlib.suppress(Exception):
+                    self.in_flight.popleft()[0].result()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+            for other in self.opened:
+                other.close()
+
+    def pending_keys(self) -> tuple[set[str], set[str]]:
+        hashes: set[str] = set()
+        ids: set[str] = set()
+        for _, batch, _ in self.in_flight:
+            hashes |= batch.hashes
+            ids |= batch.external_ids
+        return hashes, ids
+
+    def submit(self, batch: _Batch | None) -> None:
+        if batch is None:
+            self._done(0)
+            return
+        self.submitted += 1
+        if not self.overlap or self.submitted == 1:
+            self.finish()
+            self._done(_write_batch(self.conn, self.collection, batch.rows))
+            return
+        if len(self.in_flight) >= WRITERS:
+            self._collect_one()
+        if self.idle:
+            other = self.idle.pop()
+        else:
+            other = sibling_connection(self.conn)
+            self.opened.append(other)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="vecdash-copy")
+        self.in_flight.append(
+            (self.pool.submit(_write_batch, other, self.collection, batch.rows), batch, other))
+
+    def finish(self) -> None:
+        while self.in_flight:
+            self._collect_one()
+
+    def poll(self) -> None:
+        """Count the batches that have committed (in order), without waiting."""
+        while self.in_flight and self.in_flight[0][0].done():
+            self._collect_one()
+
+    def _collect_one(self) -> None:
+        future, _, other = self.in_flight[0]
+        inserted = future.result()  # an error leaves it in flight for __exit__ to wait on
+        self.in_flight.popleft()
+        self.idle.append(other)
+        self._done(inserted)
+
+    def _done(self, inserted: int) -> None:
+        self.report.inserted += inserted
+        if self.progress is not None:
+            self.progress(self.report)
+
+
+def _prepare_batch(
     conn: psycopg.Connection[Any],
     collection: Collection,
     batch: list[Record],
     embedder: Embedder | None,
     report: IngestReport,
-    use_cache: bool = True,
-) -> None:
+    use_cache: bool,
+    pending: tuple[set[str], set[str]],
+) -> _Batch | None:
+    """Validate, dedupe (against stored rows and the ``pending`` batch's hashes and external
+    ids), embed and pack one batch; None when nothing in it is new."""
     report.processed += len(batch)
+    pending_hashes, pending_ids = pending
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
     for rec in batch:
@@ -226,13 +343,13 @@ def _ingest_batch(
         if not text.strip():
             report.failed.append(Failure(ext or "(no id)", "empty content"))
             continue
-        if h in seen:
+        if h in seen or h in pending_hashes:
             report.skipped_duplicates += 1
             continue
         seen.add(h)
         ready.append((rec, h, ext))
     if not ready:
-        return
+        return None
     table = collection.table
     hashes = [h for _, h, _ in ready]
     stored = {
@@ -251,7 +368,8 @@ def _ingest_batch(
             ([ext for _, _, ext in fresh],),
         ).fetchall()
     }
-    rows: list[tuple[Record, str, str, np.ndarray | None]] = []
+    taken |= pending_ids
+    kept: list[tuple[Record, str, str]] = []
     ids_in_batch: set[str] = set()
     for rec, h, ext in fresh:
         if ext in taken or ext in ids_in_batch:
@@ -260,14 +378,24 @@ def _ingest_batch(
             )
             continue
         ids_in_batch.add(ext)
-        vec: np.ndarray | None = None
-        if rec.embedding is not None:
-            vec, problem = _check_vector(rec.embedding, collection.dimension)
-            if vec is None:
-                report.failed.append(Failure(ext, problem))
-                continue
-        rows.append((rec, h, ext, vec))
-    need = [i for i, row in enumerate(rows) if row[3] is None]
+        kept.append((rec, h, ext))
+    vectors, problems = _given_vectors([rec.embedding for rec, _, _ in kept], collection.dimension)
+    rows: list[tuple[Record, str, str]] = []
+    need: list[int] = []
+    for i, (rec, h, ext) in enumerate(kept):
+        if problems[i]:
+            report.failed.append(Failure(ext, problems[i]))
+            continue
+        if rec.embedding is None:
+            need.append(len(rows))
+        rows.append((rec, h, ext))
+    if not rows:
+        return None
+    matrix = np.zeros((len(rows), collection.dimension), dtype=np.float32)
+    given = [i for i, (rec, _, _) in enumerate(kept) if not problems[i] and rec.embedding is not None]
+    if given:
+        positions = np.setdiff1d(np.arange(len(rows)), np.asarray(need, dtype=np.int64))
+        matrix[positions] = vectors[given]
     if need:
         if embedder is None:
             raise InvalidInput(
@@ -275,43 +403,65 @@ def _ingest_batch(
                 "provide a vector column."
             )
         texts = [_embed_text(rows[i][0]) for i in need]
-        vectors = _embed_with_cache(conn, collection, embedder, texts, report, use_cache)
-        for i, vec in zip(need, vectors, strict=True):
-            rec, h, ext, _ = rows[i]
-            rows[i] = (rec, h, ext, vec)
-    if not rows:
-        return
-    matrix = np.vstack([v for _, _, _, v in rows if v is not None]).astype(np.float32, copy=False)
+        matrix[need] = _embed_with_cache(conn, collection, embedder, texts, report, use_cache)
     if collection.metric == "cosine":
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
     packed = pack_vectors(matrix, collection.vector_type)
     now = datetime.now(UTC)
+    # jsonb travels in its binary input format: a version byte (1) and the JSON text.
+    return _Batch(
+        rows=[(ext, rec.title or "", rec.content, rec.category,
+               b"\x01" + json.dumps(rec.metadata, default=str).encode() if rec.metadata
+               else b"\x01{}", h, rec.created_at or now, vec_bytes)
+              for (rec, h, ext), vec_bytes in zip(rows, packed, strict=True)],
+        hashes={h for _, h, _ in rows},
+        external_ids={ext for _, _, ext in rows},
+    )
+
+
+def _given_vectors(vectors: list[Any], dimension: int) -> tuple[np.ndarray, list[str]]:
+    """The records' own vectors as one float32 matrix (zeros where missing or bad) and a problem
+    per record ("" when fine or missing), checked for the whole batch at once when they are all
+    float32 arrays of the right shape (the common case for precomputed vectors)."""
+    n = len(vectors)
+    if n and all(isinstance(v, np.ndarray) and v.shape == (dimension,) and v.dtype == np.float32
+                 for v in vectors):
+        matrix = np.stack(vectors)
+        finite = np.isfinite(matrix).all(axis=1)
+        return np.where(finite[:, None], matrix, 0), [
+            "" if ok else "the vector contains NaN or infinite values" for ok in finite]
+    matrix = np.zeros((n, dimension), dtype=np.float32)
+    problems = [""] * n
+    for i, vec in enumerate(vectors):
+        if vec is None:
+            continue
+        arr, problem = _check_vector(vec, dimension)
+        if arr is None:
+            problems[i] = problem
+        else:
+            matrix[i] = arr
+    return matrix, problems
+
+
+def _write_batch(conn: psycopg.Connection[Any], collection: Collection,
+                 rows: list[tuple[Any, ...]]) -> int:
+    """One binary COPY and the data_version bump, in one transaction; returns the rows written."""
     copy_sql = sql.SQL(
         "COPY {} (external_id, title, content, category, metadata, content_hash, created_at, "
         "embedding) FROM STDIN (FORMAT BINARY)"
-    ).format(table)
+    ).format(collection.table)
     with conn.transaction():
         # The queued writer sends data from a thread, so the server parses and indexes rows
         # while Python formats the next ones.
         with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
             # The vector column travels as bytes already in pgvector's binary input format
             # (bytea's dumper passes them through; binary COPY fields carry no type of their own).
-            # jsonb likewise: its binary input is a version byte (1) and the JSON text.
             copy.set_types(["text", "text", "text", "text", "bytea", "text", "timestamptz", "bytea"])
-            for (rec, h, ext, _), vec_bytes in zip(rows, packed, strict=True):
-                copy.write_row((
-                    ext,
-                    rec.title or "",
-                    rec.content,
-                    rec.category,
-                    b"\x01" + json.dumps(rec.metadata or {}, default=str).encode(),
-                    h,
-                    rec.created_at or now,
-                    vec_bytes,
-                ))
+            for row in rows:
+                copy.write_row(row)
         bump_data_version(conn, collection.name)
-    report.inserted += len(rows)
+    return len(rows)
 
 
 def pack_vectors(matrix: np.ndarray, vector_type: str) -> list[bytes]:
