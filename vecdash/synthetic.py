@@ -29,9 +29,19 @@ passages is a small sample, and the statistics of a 100,000-vector set of real t
 sub-topics) at that scale are not measured here.
 
 Which is harder for HNSW is not what the names suggest: on 100,000 x 384 vectors in 100 clusters
-(bench/index_bench.py, m=16, ef_construction=64, ef_search=40) MINILM_LIKE gave recall@10 0.80 and
-ISOTROPIC 0.92 in the same run: diffuse, overlapping clusters whose members vary in 40 directions
-are a harder neighbour search than tight blobs.
+(bench/index_bench.py, m=16, ef_construction=64, ef_search=40) MINILM_LIKE gave recall@10 about
+0.80 and ISOTROPIC about 0.92 in the same run: diffuse, overlapping clusters whose members vary in
+40 directions are a harder neighbour search than tight blobs.
+
+A larger real sample (checked once, not part of the tests or the bench: 10,200 paragraphs of
+Python docstrings from the installed packages, embedded with the same model; template-heavy text)
+suggests MINILM_LIKE is harder than real text at scale. At 365 vectors its statistics resemble the
+demo's (PCA90 112, LID 15.4, d10/mean 0.80), but the local intrinsic dimension at 10,000 vectors
+falls to 7.9 for the docstrings (real text has structure at several scales: sub-topics, near
+paraphrases) while it rises to 24.3 for MINILM_LIKE and 88.7 for ISOTROPIC (10 clusters of 1,000,
+as in the bench). HNSW recall@10 at ef_search 40 on 10,000 + 200 held-out: docstrings 0.991,
+MINILM_LIKE 0.992, ISOTROPIC 0.960. Calibrating the small-scale structure (a hierarchy of
+sub-clusters) needs a real corpus of 100,000 texts, which is not bundled.
 """
 
 from __future__ import annotations
