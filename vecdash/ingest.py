@@ -217,7 +217,7 @@ def ingest_records(
             prepared = _prepare_batch(conn, collection, batch, embedder, report, use_cache,
                                       writer.pending_keys())
             report.batches += 1
-            writer.submit(prepared)
+            writer.submit(prepared, len(batch))
         writer.finish()
     return report
 
@@ -248,7 +248,7 @@ class _Writer:
         self.idle: list[psycopg.Connection[Any]] = []
         self.opened: list[psycopg.Connection[Any]] = []
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: deque[tuple[Future[int], _Batch, psycopg.Connection[Any]]] = deque()
+        self.in_flight: deque[tuple[Future[int], _Batch, psycopg.Connection[Any], int]] = deque()
 
     def __enter__(self) -> _Writer:
         return self
@@ -268,19 +268,21 @@ class _Writer:
     def pending_keys(self) -> tuple[set[str], set[str]]:
         hashes: set[str] = set()
         ids: set[str] = set()
-        for _, batch, _ in self.in_flight:
+        for _, batch, _, _ in self.in_flight:
             hashes |= batch.hashes
             ids |= batch.external_ids
         return hashes, ids
 
-    def submit(self, batch: _Batch | None) -> None:
+    def submit(self, batch: _Batch | None, size: int) -> None:
+        """Write ``batch`` (prepared from ``size`` records; None: nothing in them to write)."""
         if batch is None:
-            self._done(0)
+            self.finish()
+            self._done(0, size)
             return
         self.submitted += 1
         if not self.overlap or self.submitted == 1:
             self.finish()
-            self._done(_write_batch(self.conn, self.collection, batch.rows))
+            self._done(_write_batch(self.conn, self.collection, batch.rows), size)
             return
         if len(self.in_flight) >= WRITERS:
             self._collect_one()
@@ -292,7 +294,8 @@ class _Writer:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="vecdash-copy")
         self.in_flight.append(
-            (self.pool.submit(_write_batch, other, self.collection, batch.rows), batch, other))
+            (self.pool.submit(_write_batch, other, self.collection, batch.rows), batch, other,
+             size))
 
     def finish(self) -> None:
         while self.in_flight:
@@ -304,14 +307,15 @@ class _Writer:
             self._collect_one()
 
     def _collect_one(self) -> None:
-        future, _, other = self.in_flight[0]
+        future, _, other, size = self.in_flight[0]
         inserted = future.result()  # an error leaves it in flight for __exit__ to wait on
         self.in_flight.popleft()
         self.idle.append(other)
-        self._done(inserted)
+        self._done(inserted, size)
 
-    def _done(self, inserted: int) -> None:
+    def _done(self, inserted: int, processed: int) -> None:
         self.report.inserted += inserted
+        self.report.processed += processed
         if self.progress is not None:
             self.progress(self.report)
 
@@ -326,8 +330,8 @@ def _prepare_batch(
     pending: tuple[set[str], set[str]],
 ) -> _Batch | None:
     """Validate, dedupe (against stored rows and the ``pending`` batch's hashes and external
-    ids), embed and pack one batch; None when nothing in it is new."""
-    report.processed += len(batch)
+    ids), embed and pack one batch; None when nothing in it is new. The report's failures and
+    skipped duplicates are counted here; rows processed and inserted when the batch commits."""
     pending_hashes, pending_ids = pending
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
