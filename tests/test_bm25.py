@@ -227,15 +227,29 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Pruned BM25 (only the combinations of lexemes whose score bounds reach a threshold are
     scored) returns the same top rows and scores as scoring every matching row; forced on for
-    the small demo, including first guesses too high (a second pass) and too low."""
+    the small demo, including first thresholds too high (a second pass) and too low."""
     import vecdash.search as search
     from vecdash.demo import demo_queries
 
     monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
     relid = bm25_installed(conn, demo)
     assert relid is not None
+    real_guess, real_rows = search._prune_threshold, search._arm_rows
+    scale = 1.0
+    calls = 0
+
+    def guess(t: Any, *, candidates: int, k1: float, b: float) -> float | None:
+        theta = real_guess(t, candidates=candidates, k1=k1, b=b)
+        return None if theta is None else theta * scale
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real_rows(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_prune_threshold", guess)
+    monkeypatch.setattr(search, "_arm_rows", counting)
     pruned = passes = 0
-    real_guess = search._prune_threshold
     for q in [x.text for x in demo_queries()]:
         terms = search._term_stats(conn, demo, relid, q)
         for depth in (3, 10):
@@ -243,32 +257,18 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
                                     keyword_rankers=("bm25",), prune=False).frame
             full = full.sort_values("bm25_rank")
             for scale in (1.0, 3.0, 0.3):
-                def guess(t: Any, *, candidates: int, k1: float, b: float,
-                          scale: float = scale) -> float | None:
-                    theta = real_guess(t, candidates=candidates, k1=k1, b=b)
-                    return None if theta is None else theta * scale
-                monkeypatch.setattr(search, "_prune_threshold", guess)
                 calls = 0
-                real_rows = search._arm_rows
-
-                def counting(*args: Any, **kwargs: Any) -> Any:
-                    nonlocal calls
-                    calls += 1
-                    return real_rows(*args, **kwargs)
-                monkeypatch.setattr(search, "_arm_rows", counting)
                 fast = fetch_candidates(conn, demo, q, None, candidates=depth,
                                         keyword_rankers=("bm25",)).frame
-                monkeypatch.setattr(search, "_arm_rows", real_rows)
                 fast = fast.sort_values("bm25_rank")
                 assert list(fast["id"]) == list(full["id"]), (q, depth, scale)
                 assert np.allclose(fast["bm25_score"], full["bm25_score"], atol=1e-9)
                 passes += calls > 1
-            monkeypatch.setattr(search, "_prune_threshold", real_guess)
-            theta = terms and search._prune_threshold(terms, candidates=depth, k1=1.2, b=0.75)
+            theta = terms and real_guess(terms, candidates=depth, k1=1.2, b=0.75)
             if terms and theta and search._match_query(terms, theta, k1=1.2, b=0.75):
                 pruned += 1
     assert pruned > 5  # the test exercises pruning, not only the fallback
-    assert passes > 5  # and second passes after a guess that was too high
+    assert passes > 5  # and second passes after a threshold that was too high
 
 
 def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:

@@ -286,9 +286,10 @@ def fetch_candidates(
     ``_prune_threshold``): a row whose lexemes' score bounds (from each lexeme's idf, largest
     term frequency and shortest document) sum to less than a threshold cannot reach the top, so
     the GIN scan asks only for the combinations of lexemes that can (a tsquery of ANDs). If fewer
-    than ``candidates`` scored rows reach the threshold, the keyword arm runs again with the
-    threshold lowered to the score of its ``candidates``-th row, which is then exact. The top
-    ``candidates`` and their scores are the same as without pruning (``prune=False``).
+    than ``candidates`` scored rows reach the threshold, the keyword arm runs once more, with the
+    threshold lowered to the score of its ``candidates``-th row (or over every matching row),
+    which is then exact. The top ``candidates`` and their scores are the same as without pruning
+    (``prune=False``).
     """
     from vecdash.bm25 import ensure_bm25
 
@@ -312,15 +313,18 @@ def fetch_candidates(
     rows = [r for r in rows if r[0] is not None]
     scores = {arm: {r[0]: r[i] for r in rows if r[i] is not None}
               for i, arm in enumerate(arms, start=1)}
-    while terms and theta is not None and match is not None:
+    if terms and theta is not None and match is not None:
         got = sorted(scores["bm25"].values(), reverse=True)
-        if len(got) >= candidates and got[candidates - 1] >= theta:
-            break  # every row left out scores below theta: the top is exact
-        theta = got[candidates - 1] if len(got) >= candidates else theta / 2
-        match = _match_query(terms, theta, k1=k1, b=b)
-        _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=match,
-                             candidates=candidates, k1=k1, b=b)
-        scores["bm25"] = {r[0]: r[1] for r in again if r[0] is not None and r[1] is not None}
+        # Every row left out scores below theta, so when ``candidates`` scored rows reach it the
+        # top is exact. If not, the keyword arm runs once more: with the threshold lowered to the
+        # score of the ``candidates``-th row found (then those rows reach it), or over every
+        # matching row when the first pass found fewer.
+        if len(got) < candidates or got[candidates - 1] < theta:
+            match = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
+                     if len(got) >= candidates else None)
+            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=match,
+                                 candidates=candidates, k1=k1, b=b)
+            scores["bm25"] = {r[0]: r[1] for r in again if r[0] is not None and r[1] is not None}
     keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
     ids = np.array([str(key) for key in keys], dtype=object)
     id_rank = id_ranks(ids)
