@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import math
-import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,7 +32,8 @@ from vecdash.db import require_writable, sibling_connection
 from vecdash.embedders import Embedder
 from vecdash.errors import Cancelled, InvalidInput
 
-_WS = re.compile(r"\s+")
+# One encoder for every row (json.dumps with arguments builds a new one per call).
+_JSON = json.JSONEncoder(default=str)
 # Batches written at once by background connections (see ingest_records): two keep both cores
 # of a small machine busy; the server's row locks order what they share (statistics, registry).
 WRITERS = 2
@@ -80,7 +80,8 @@ ProgressCallback = Callable[[IngestReport], None]
 
 def content_hash(content: str) -> str:
     """The dedupe key: sha256 of the content with whitespace collapsed and ends trimmed."""
-    return hashlib.sha256(_WS.sub(" ", content).strip().encode("utf-8")).hexdigest()
+    # str.split() splits on exactly the characters the \s+ regex matches (str.isspace), faster
+    return hashlib.sha256(" ".join(content.split()).encode("utf-8")).hexdigest()
 
 
 def embedding_key(text: str) -> str:
@@ -206,7 +207,7 @@ def ingest_records(
     report = IngestReport()
     can_overlap = parallel and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with _Writer(conn, collection, report, progress, overlap=can_overlap) as writer:
-        for batch in _batches(records, batch_size):
+        for batch, last in _with_last(_batches(records, batch_size)):
             writer.poll()
             if should_cancel is not None and should_cancel():
                 writer.finish()
@@ -217,7 +218,7 @@ def ingest_records(
             prepared = _prepare_batch(conn, collection, batch, embedder, report, use_cache,
                                       writer.pending_keys())
             report.batches += 1
-            writer.submit(prepared, len(batch))
+            writer.submit(prepared, len(batch), alone=last and writer.submitted == 0)
         writer.finish()
     return report
 
@@ -231,9 +232,18 @@ class _Batch:
     external_ids: set[str]
 
 
+def _with_last(batches: Iterator[list[Record]]) -> Iterator[tuple[list[Record], bool]]:
+    """Each batch and whether it is the last (one batch read ahead)."""
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        yield current, following is None
+        current = following
+
+
 class _Writer:
-    """Writes prepared batches: on ``conn`` itself, or (``overlap``) from the second batch on, on
-    up to WRITERS other connections, each from a background thread, so the server indexes
+    """Writes prepared batches: on ``conn`` itself (a load of one batch, or no ``overlap``), or
+    on up to WRITERS other connections, each from a background thread, so the server indexes
     batches while this thread prepares the next one. ``pending_keys`` are the hashes and external
     ids of the batches in flight. Batches are collected (counted, progress reported) in order."""
 
@@ -273,14 +283,15 @@ class _Writer:
             ids |= batch.external_ids
         return hashes, ids
 
-    def submit(self, batch: _Batch | None, size: int) -> None:
-        """Write ``batch`` (prepared from ``size`` records; None: nothing in them to write)."""
+    def submit(self, batch: _Batch | None, size: int, *, alone: bool = False) -> None:
+        """Write ``batch`` (prepared from ``size`` records; None: nothing in them to write);
+        ``alone``: the only batch of the load, written on ``conn`` (no other connection)."""
         if batch is None:
             self.finish()
             self._done(0, size)
             return
         self.submitted += 1
-        if not self.overlap or self.submitted == 1:
+        if not self.overlap or alone:
             self.finish()
             self._done(_write_batch(self.conn, self.collection, batch.rows), size)
             return
@@ -359,7 +370,7 @@ def _prepare_batch(
     stored = {
         r[0]
         for r in conn.execute(
-            sql.SQL("SELECT content_hash FROM {} WHERE content_hash = ANY(%s)").format(table),
+            sql.SQL("SELECT content_hash FROM {} WHERE content_hash = ANY(%b)").format(table),
             (hashes,),
         ).fetchall()
     }
@@ -368,7 +379,7 @@ def _prepare_batch(
     taken = {
         r[0]
         for r in conn.execute(
-            sql.SQL("SELECT external_id FROM {} WHERE external_id = ANY(%s)").format(table),
+            sql.SQL("SELECT external_id FROM {} WHERE external_id = ANY(%b)").format(table),
             ([ext for _, _, ext in fresh],),
         ).fetchall()
     }
@@ -416,7 +427,7 @@ def _prepare_batch(
     # jsonb travels in its binary input format: a version byte (1) and the JSON text.
     return _Batch(
         rows=[(ext, rec.title or "", rec.content, rec.category,
-               b"\x01" + json.dumps(rec.metadata, default=str).encode() if rec.metadata
+               b"\x01" + _JSON.encode(rec.metadata).encode() if rec.metadata
                else b"\x01{}", h, rec.created_at or now, vec_bytes)
               for (rec, h, ext), vec_bytes in zip(rows, packed, strict=True)],
         hashes={h for _, h, _ in rows},
@@ -456,6 +467,9 @@ def _write_batch(conn: psycopg.Connection[Any], collection: Collection,
         "embedding) FROM STDIN (FORMAT BINARY)"
     ).format(collection.table)
     with conn.transaction():
+        # The BM25 triggers read the batch back from a transition table: with the default 4MB of
+        # work_mem a batch of wide rows (vectors) spills to a temporary file and is read back.
+        conn.execute("SET LOCAL work_mem = '64MB'")
         # The queued writer sends data from a thread, so the server parses and indexes rows
         # while Python formats the next ones.
         with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
@@ -471,9 +485,13 @@ def _write_batch(conn: psycopg.Connection[Any], collection: Collection,
 def pack_vectors(matrix: np.ndarray, vector_type: str) -> list[bytes]:
     """Rows of ``matrix`` in pgvector's binary input format, packed for a whole batch at once:
     int16 dimension, int16 zero, then big-endian float32 (vector) or float16 (halfvec) values."""
-    body = matrix.astype(">f4" if vector_type == "vector" else ">f2")
-    header = struct.pack(">HH", matrix.shape[1], 0)
-    return [header + row.tobytes() for row in body]
+    n, dim = matrix.shape
+    body = matrix.astype(">f4" if vector_type == "vector" else ">f2").view(np.uint8).reshape(n, -1)
+    packed = np.empty((n, 4 + body.shape[1]), dtype=np.uint8)
+    packed[:, :4] = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
+    packed[:, 4:] = body
+    blob, width = packed.tobytes(), packed.shape[1]
+    return [blob[i * width:(i + 1) * width] for i in range(n)]
 
 
 def _embed_with_cache(
