@@ -62,17 +62,17 @@ UNKNOWN_MIN_LEN = 0
 # row's length comes from ts_rank's normalisation by length (see above), with its first lexeme as
 # the query: cheaper than summing its positions in a second pass.
 _ADD_ROWS: LiteralString = """
-         WITH t AS MATERIALIZED (
-                SELECT x.lexeme, count(*) AS df, max(x.tf) AS max_tf, min(n.len) AS min_len,
+         WITH d AS MATERIALIZED (  -- once per row (not per lexeme): its lexemes and length
+                SELECT n.tsv, round(ts_rank(n.tsv, f.q)::float8
+                                    / ts_rank(n.tsv, f.q, 2))::integer AS len
+                FROM {src} n CROSS JOIN LATERAL (SELECT array_to_tsvector(
+                       (tsvector_to_array(n.tsv))[1:1])::text::tsquery AS q
+                       WHERE length(n.tsv) > 0) f),  -- rows without lexemes add none
+              t AS MATERIALIZED (
+                SELECT x.lexeme, count(*) AS df, max(x.tf) AS max_tf, min(d.len) AS min_len,
                        sum(x.tf) AS tokens
-                FROM (SELECT n.tsv, round(ts_rank(n.tsv, f.q)::float8
-                                          / ts_rank(n.tsv, f.q, 2))::integer AS len
-                      FROM {src} n CROSS JOIN LATERAL (SELECT array_to_tsvector(
-                             (tsvector_to_array(n.tsv))[1:1])::text::tsquery AS q
-                             WHERE length(n.tsv) > 0) f  -- rows without lexemes add none
-                      ) n
-                CROSS JOIN LATERAL (SELECT y.lexeme, greatest(cardinality(y.positions), 1) AS tf
-                                    FROM unnest(n.tsv) y) x
+                FROM d CROSS JOIN LATERAL (SELECT y.lexeme, greatest(cardinality(y.positions), 1)
+                                           AS tf FROM unnest(d.tsv) y) x
                 GROUP BY x.lexeme),
               terms AS (
                 INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df, max_tf, min_len)
