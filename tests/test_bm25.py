@@ -281,3 +281,38 @@ def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:
                            (lexeme, search._tsquery_lexeme(lexeme),
                             lexeme, search._tsquery_lexeme(lexeme))).fetchone()
         assert row == (True, False), lexeme
+
+
+def test_statistics_of_an_earlier_version_are_upgraded(
+    conn: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics tables as an earlier vecdash left them (no bounds, a per-document length
+    table): the first search upgrades them; other collections keep exact counts with the loosest
+    bounds, so their pruned searches stay exact."""
+    import vecdash.bm25 as bm25
+    import vecdash.search as search
+
+    a = make_collection(conn, unique_name + "_a")
+    b = make_collection(conn, unique_name + "_b")
+    try:
+        conn.execute("ALTER TABLE vecdash_bm25_terms DROP COLUMN max_tf, DROP COLUMN min_len")
+        conn.execute("CREATE TABLE vecdash_bm25_docs (relid oid, doc_id bigint, length integer)")
+        assert bm25_installed(conn, a) is None and bm25_installed(conn, b) is None
+        monkeypatch.setattr(bm25, "_seen_installed", {})
+        ensure_bm25(conn, b)  # what the first search does
+        assert conn.execute("SELECT to_regclass('vecdash_bm25_docs')").fetchone() == (None,)
+        assert_stats_exact(conn, b, tight_bounds=True)
+        relid_a = bm25_installed(conn, a)
+        assert relid_a is not None
+        stats_a = stored_stats(conn, relid_a)
+        assert set(stats_a.bounds.values()) == {(bm25.UNKNOWN_MAX_TF, bm25.UNKNOWN_MIN_LEN)}
+        assert_stats_exact(conn, a)
+        monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
+        for q in QUERIES:
+            full = fetch_candidates(conn, a, q, None, candidates=2, prune=False).frame
+            fast = fetch_candidates(conn, a, q, None, candidates=2).frame
+            assert list(fast.sort_values("bm25_rank")["id"]) == list(
+                full.sort_values("bm25_rank")["id"]), q
+    finally:
+        drop_collection(conn, unique_name + "_a")
+        drop_collection(conn, unique_name + "_b")
