@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from psycopg import sql
 
 from vecdash.collections import (
     attach_table,
@@ -34,6 +35,27 @@ def test_create_describe_drop(conn: Any, unique_name: str) -> None:
     with pytest.raises(NotFound):
         get_collection(conn, unique_name)
     assert conn.execute("SELECT to_regclass(%s)", (f"public.{unique_name}",)).fetchone() == (None,)
+
+
+def test_vectors_stay_in_the_row(conn: Any, unique_name: str) -> None:
+    """A 384-d vector with a page of text is not moved to the TOAST table (the default 2 kB
+    threshold would move it); with far more text the text goes there, the vector stays."""
+    c = create_collection(conn, unique_name, dimension=384, embedder="none", model="x")
+    try:
+        rng = np.random.default_rng(0)
+        words = [f"w{rng.integers(10**9)}" for _ in range(6000)]
+        ingest_records(conn, c, [
+            Record(" ".join(words[:200]), external_id="page", embedding=rng.normal(size=384)),
+            Record(" ".join(words), external_id="long", embedding=rng.normal(size=384)),
+        ])
+        rows = dict((r[0], r[1:]) for r in conn.execute(sql.SQL(
+            "SELECT external_id, pg_column_toast_chunk_id(embedding) IS NULL, "
+            "pg_column_toast_chunk_id(tsv) IS NULL, pg_column_toast_chunk_id(content) IS NULL "
+            "FROM {}").format(c.table)).fetchall())
+        assert rows["page"] == (True, True, True)
+        assert rows["long"][0] is True and rows["long"][2] is False
+    finally:
+        drop_collection(conn, unique_name)
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ def create_collection(
             embedding    {vtype}({dim}) NOT NULL,
             tsv          tsvector GENERATED ALWAYS AS
                          (to_tsvector({cfg}::regconfig, title || ' ' || content)) STORED
-        )""").format(
+        ) WITH (toast_tuple_target = 8160)""").format(
         table=table,
         vtype=sql.SQL(vector_type),
         dim=sql.Literal(dimension),
@@ -211,6 +211,12 @@ def create_collection(
     )
     with conn.transaction():
         conn.execute(ddl)
+        # Rows stay whole up to a page: a 384-d vector plus a few hundred characters of text is
+        # over the default 2 kB at which PostgreSQL moves the vector (the largest value, storage
+        # EXTERNAL) to the TOAST table, and then every write inserts twice and every search that
+        # reads the vector or the tsvector looks it up there. MAIN keeps the vector in the row
+        # when a row is bigger still: the text and the tsvector are moved out first.
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE MAIN").format(table))
         conn.execute(
             sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
                 sql.Identifier(index_name(name, "tsv_gin")), table
