@@ -190,10 +190,10 @@ def ingest_records(
     batches: committed batches stay.
 
     With ``parallel`` (and more than one batch, ``conn`` not inside a transaction) batches are
-    written by a second connection in a background thread while this one prepares the next
-    batch (validation, dedupe lookups, embedding, packing), so the server indexes one batch while
-    Python works on the next. Each batch is still one transaction; progress and the report are
-    updated on the calling thread as batches commit.
+    written by up to WRITERS other connections from background threads while this one prepares
+    the next batch (validation, dedupe lookups, embedding, packing), so the server indexes
+    batches while Python works on the next. Each batch is still one transaction; progress and the
+    report are updated on the calling thread as batches commit, in order.
     """
     require_writable(conn)
     if not collection.managed:
@@ -340,9 +340,10 @@ def _prepare_batch(
     use_cache: bool,
     pending: tuple[set[str], set[str]],
 ) -> _Batch | None:
-    """Validate, dedupe (against stored rows and the ``pending`` batch's hashes and external
-    ids), embed and pack one batch; None when nothing in it is new. The report's failures and
-    skipped duplicates are counted here; rows processed and inserted when the batch commits."""
+    """Validate, dedupe (against stored rows and the hashes and external ids of the ``pending``
+    batches, still being written), embed and pack one batch; None when nothing in it is new.
+    The report's failures and skipped duplicates are counted here; rows processed and inserted
+    when the batch commits."""
     pending_hashes, pending_ids = pending
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
