@@ -549,6 +549,8 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
     """The tsquery of the rows whose bounds reach ``theta``: an OR of the smallest sets of
     lexemes whose bounds add up to it (an AND each). None: every matching row can reach it."""
     bound = terms.bounds(k1, b)
+    # a hair lower: a row scoring exactly theta (a bound reached in SQL's arithmetic) stays in
+    theta -= abs(theta) * 1e-9
     order = sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))
     if bound[order[-1]] >= theta:
         return None
