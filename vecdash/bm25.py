@@ -52,6 +52,14 @@ TRIGGER_NAMES = ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd", "ve
 # The number of token positions in a tsvector (a lexeme stored without positions counts once).
 TSV_LENGTH = "(SELECT coalesce(sum(coalesce(array_length(positions, 1), 1)), 0) FROM unnest({}))"
 
+
+def doc_length(tsv: sql.Composable, query: sql.Composable) -> sql.Composed:
+    """The same count, cheaper, for a tsvector that ``query`` matches: ts_rank divides by it
+    with normalisation 2, so the ratio of the two ranks, rounded, gives it back."""
+    return sql.SQL("round(ts_rank({tsv}, {q})::float8 / ts_rank({tsv}, {q}, 2))").format(
+        tsv=tsv, q=query)
+
+
 # Bounds of terms whose statistics predate max_tf / min_len: the loosest valid ones (any tf, any
 # length), so an upgraded collection prunes less until its statistics are rebuilt, never wrongly.
 UNKNOWN_MAX_TF = 1_000_000
@@ -63,8 +71,7 @@ UNKNOWN_MIN_LEN = 0
 # the query: cheaper than summing its positions in a second pass.
 _ADD_ROWS: LiteralString = """
          WITH d AS MATERIALIZED (  -- once per row (not per lexeme): its lexemes and length
-                SELECT n.tsv, round(ts_rank(n.tsv, f.q)::float8
-                                    / ts_rank(n.tsv, f.q, 2))::integer AS len
+                SELECT n.tsv, {length}::integer AS len
                 FROM {src} n CROSS JOIN LATERAL (SELECT array_to_tsvector(
                        (tsvector_to_array(n.tsv))[1:1])::text::tsquery AS q
                        WHERE length(n.tsv) > 0) f),  -- rows without lexemes add none
@@ -85,7 +92,14 @@ _ADD_ROWS: LiteralString = """
          ON CONFLICT (relid) DO UPDATE
            SET docs = t.docs + excluded.docs, total_length = t.total_length + excluded.total_length;
 """
-_ADD_NEW = sql.SQL(_ADD_ROWS).format(src=sql.Identifier("vecdash_new"), relid=sql.SQL("TG_RELID"))
+
+
+def _add_rows(src: sql.Composable, relid: sql.Composable) -> sql.Composed:
+    return sql.SQL(_ADD_ROWS).format(src=src, relid=relid,
+                                     length=doc_length(sql.SQL("n.tsv"), sql.SQL("f.q")))
+
+
+_ADD_NEW = _add_rows(sql.Identifier("vecdash_new"), sql.SQL("TG_RELID"))
 # Take away the rows in vecdash_old (a lexeme whose df reaches 0 is removed).
 _REMOVE_OLD = sql.SQL("""
          WITH u AS MATERIALIZED (
@@ -211,7 +225,7 @@ def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
                 sql.SQL("DELETE FROM {} WHERE relid = ANY(%s)").format(sql.Identifier(stats)),
                 ([*orphans, relid],),
             )
-        conn.execute(sql.SQL(_ADD_ROWS).format(src=table, relid=sql.Literal(relid)))
+        conn.execute(_add_rows(table, sql.Literal(relid)))
     return relid
 
 

@@ -369,7 +369,7 @@ def _arm_rows(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The arms' names and the statement's rows: (id, one score per arm (NULL when the row is
     not in that arm)..., NULL), plus one row (NULL, NULL..., the query's lexemes)."""
-    from vecdash.bm25 import TSV_LENGTH
+    from vecdash.bm25 import TSV_LENGTH, doc_length
 
     params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
                               "k1": float(k1), "b": float(b), "relid": relid, "match": match}
@@ -394,29 +394,27 @@ def _arm_rows(
     if "bm25" in rankers:
         if relid is not None:
             ctes.append(sql.SQL(
-                # A document's length (token positions) is what ts_rank divides by with
-                # normalization 2: read it back from the two ranks (exact after rounding).
-                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, round(ts_rank(t.tsv, "
-                "(SELECT q FROM tq))::float8 / ts_rank(t.tsv, (SELECT q FROM tq), 2)) AS len "
+                # a document's length (token positions) from its ranks: see bm25.doc_length
+                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, {len} AS len "
                 "FROM {table} t WHERE t.tsv @@ (SELECT q FROM mq){where}), "
                 "kstats AS (SELECT docs::float8 AS n, CASE WHEN docs > 0 AND total_length > 0 "
                 "THEN total_length::float8 / docs ELSE 1 END AS avglen "
                 "FROM vecdash_bm25_totals WHERE relid = %(relid)s), "
                 "kdf AS (SELECT lexeme, df FROM vecdash_bm25_terms WHERE relid = %(relid)s "
                 "AND lexeme = ANY((SELECT lexemes FROM tq)::text[]))").format(
-                tid=tid, table=c.table, where=where))
+                tid=tid, table=c.table, where=where,
+                len=doc_length(sql.SQL("t.tsv"), sql.SQL("(SELECT q FROM tq)"))))
         else:
             ctes.append(sql.SQL(
                 "kcorpus AS MATERIALIZED (SELECT {tid} AS id, {tsv} AS tsv FROM {table} t), "
                 "kdocs AS MATERIALIZED (SELECT k.id, k.tsv, {len}::float8 AS len FROM kcorpus k "
                 "JOIN {table} t ON {tid} = k.id WHERE k.tsv @@ (SELECT q FROM tq){where}), "
-                "kstats AS (SELECT count(*)::float8 AS n, coalesce(nullif(avg({klen}), 0), 1)"
+                "kstats AS (SELECT count(*)::float8 AS n, coalesce(nullif(avg({len}), 0), 1)"
                 "::float8 AS avglen FROM kcorpus k), "
                 "kdf AS (SELECT u.lexeme, count(*) AS df FROM kcorpus k, unnest(k.tsv) u "
                 "WHERE u.lexeme = ANY((SELECT lexemes FROM tq)::text[]) GROUP BY u.lexeme)").format(
                 tid=tid, tsv=doc_tsv, table=c.table, where=where,
-                len=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv")),
-                klen=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv"))))
+                len=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv"))))
         ctes.append(sql.SQL(
             "bm25 AS MATERIALIZED (SELECT d.id, sum(f.idf * u.tf * (%(k1)s + 1) / (u.tf + "
             "%(k1)s * (1 - %(b)s + %(b)s * d.len / s.avglen))) AS score "
