@@ -153,9 +153,7 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np.ndarray | None, str]:
-    if isinstance(vec, np.ndarray) and vec.shape == (dimension,) and vec.dtype == np.float32:
-        # the common case (precomputed float32 rows): finite check only
-        return (vec, "") if np.isfinite(vec.sum()) else (None, "the vector contains NaN or infinite values")
+    """One record's vector as float32, or None and why not (see _given_vectors for batches)."""
     try:
         arr = np.asarray(vec, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError):
