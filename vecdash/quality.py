@@ -288,20 +288,20 @@ class EvalRun:
     def arrays(self, query_id: str) -> dict[str, Any]:
         """One query's candidates as numpy arrays, with each candidate's judged grade."""
         if query_id not in self._arrays:
-            frame = self.candidates[query_id].frame
-            ext = np.array([self.external_ids.get(key, str(key)) for key in frame["key"]],
+            col = self.candidates[query_id].columns
+            ext = np.array([self.external_ids.get(key, str(key)) for key in col["key"]],
                            dtype=object)
             judged = self.qrels[query_id]
             a: dict[str, Any] = {
                 "ext": ext,
                 "grades": np.array([judged.get(str(e), 0) for e in ext], dtype=np.float64),
-                "id_rank": id_ranks(frame["id"].to_numpy()),
-                "sem_s": frame["semantic_score"].to_numpy(dtype=np.float64),
-                "sem_r": frame["semantic_rank"].to_numpy(dtype=np.float64),
+                "id_rank": id_ranks(col["id"]),
+                "sem_s": col["semantic_score"].astype(np.float64, copy=False),
+                "sem_r": col["semantic_rank"].astype(np.float64, copy=False),
             }
             for ranker in self.candidates[query_id].keyword_rankers:
-                a[f"{ranker}_s"] = frame[f"{ranker}_score"].to_numpy(dtype=np.float64)
-                a[f"{ranker}_r"] = frame[f"{ranker}_rank"].to_numpy(dtype=np.float64)
+                a[f"{ranker}_s"] = col[f"{ranker}_score"].astype(np.float64, copy=False)
+                a[f"{ranker}_r"] = col[f"{ranker}_rank"].astype(np.float64, copy=False)
             ideal = np.sort(np.array([g for g in judged.values() if g > 0], dtype=np.float64))
             ideal = ideal[::-1][:10]
             a["idcg"] = float((ideal / np.log2(np.arange(2, len(ideal) + 2))).sum())
@@ -379,7 +379,7 @@ def run_labeled_queries(
                                      filters=filters, k1=k1, b=b)
         if progress is not None:
             progress(i + 1, len(queries))
-    keys = list({key for cand in out.values() for key in cand.frame["key"]})
+    keys = list({key for cand in out.values() for key in cand.columns["key"]})
     ext = collection.external_id_column or collection.id_column
     rows = conn.execute(
         sql.SQL("SELECT {}, {}::text FROM {} WHERE {} = ANY(%s)").format(

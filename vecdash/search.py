@@ -3,6 +3,7 @@ BM25 or ts_rank_cd keyword arm, fused by convex combination or reciprocal rank f
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,15 +234,21 @@ def _doc_tsv(collection: Collection, alias: str) -> sql.Composable:
 @dataclass
 class Candidates:
     """Both arms' candidates for one query with their raw scores: one row per document in the
-    union (full outer join) of the arms. ``frame`` columns: key (the id as stored), id (text),
-    distance, semantic_score, semantic_rank, and per keyword ranker <name>_score, <name>_rank
-    (NaN where the document is not in that arm). Ranks start at 1."""
+    union (full outer join) of the arms. ``columns`` (numpy arrays, also as the DataFrame
+    ``frame``): key (the id as stored), id (text), distance, semantic_score, semantic_rank, and
+    per keyword ranker <name>_score, <name>_rank (NaN where the document is not in that arm).
+    Ranks start at 1."""
 
-    frame: pd.DataFrame
+    columns: dict[str, np.ndarray]
     lexemes: list[str]
     keyword_rankers: tuple[KeywordRanker, ...]
     stats_on_the_fly: bool
     notes: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The columns as a DataFrame (built on first use: the search path reads the arrays)."""
+        return pd.DataFrame(self.columns)
 
 
 def _similarity(metric: str, distance: np.ndarray) -> np.ndarray:
@@ -328,7 +335,9 @@ def fetch_candidates(
     keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
     ids = np.array([str(key) for key in keys], dtype=object)
     id_rank = id_ranks(ids)
-    columns: dict[str, Any] = {"key": pd.Series(keys, dtype=object), "id": ids}
+    key_array = np.empty(len(keys), dtype=object)
+    key_array[:] = keys
+    columns: dict[str, np.ndarray] = {"key": key_array, "id": ids}
     nan = np.full(len(keys), np.nan)
     columns.update(distance=nan, semantic_score=nan, semantic_rank=nan)
     for arm in arms:
@@ -341,7 +350,6 @@ def fetch_candidates(
         else:
             columns[f"{arm}_score"] = raw
             columns[f"{arm}_rank"] = _ranks(raw, id_rank)
-    frame = pd.DataFrame(columns)
     notes = []
     if not lexemes:
         notes.append("The query has no searchable words (only stopwords or punctuation), so the "
@@ -350,7 +358,7 @@ def fetch_candidates(
         notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
                      "arm runs to_tsvector and the statistics on the fly (a full table scan per "
                      "query).")
-    return Candidates(frame, lexemes, rankers, on_the_fly, notes)
+    return Candidates(columns, lexemes, rankers, on_the_fly, notes)
 
 
 def _arm_rows(
@@ -607,7 +615,7 @@ def _ranks(scores: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
 
 
 def fuse(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Candidates,
     *,
     weight: float,
     fusion: str = "convex",
@@ -615,7 +623,7 @@ def fuse(
     keyword_ranker: str = "bm25",
     fallback_to_semantic: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse one query's candidates (a ``Candidates.frame``) in numpy.
+    """Fuse one query's candidates (``Candidates`` or its ``frame``) in numpy.
 
     Returns (order, fused): the row positions of the fused ranking, best first, and every row's
     fused score (NaN for rows the setting leaves out). weight is the semantic share: 1.0 is the
@@ -630,12 +638,17 @@ def fuse(
         raise InvalidInput(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}.")
     if fusion == "rrf" and (not isinstance(rrf_k, int) or rrf_k < 1):
         raise InvalidInput(f"The RRF k must be a whole number of at least 1; got {rrf_k!r}.")
+    def col(name: str) -> np.ndarray:
+        if isinstance(frame, Candidates):
+            return frame.columns[name]
+        return frame[name].to_numpy()
+
     return fuse_arrays(
-        frame["semantic_score"].to_numpy(dtype=np.float64),
-        frame["semantic_rank"].to_numpy(dtype=np.float64),
-        frame[f"{keyword_ranker}_score"].to_numpy(dtype=np.float64),
-        frame[f"{keyword_ranker}_rank"].to_numpy(dtype=np.float64),
-        id_ranks(frame["id"].to_numpy()),
+        col("semantic_score").astype(np.float64, copy=False),
+        col("semantic_rank").astype(np.float64, copy=False),
+        col(f"{keyword_ranker}_score").astype(np.float64, copy=False),
+        col(f"{keyword_ranker}_rank").astype(np.float64, copy=False),
+        id_ranks(col("id")),
         weight=weight, fusion=fusion, rrf_k=rrf_k, fallback_to_semantic=fallback_to_semantic,
     )
 
@@ -727,41 +740,41 @@ def hybrid_search(
     ranker: KeywordRanker = "bm25" if keyword_ranker == "bm25" else "ts_rank_cd"
     cands = fetch_candidates(conn, collection, query, vec, candidates=candidates,
                              keyword_rankers=(ranker,), filters=filters, k1=k1, b=b)
-    frame = cands.frame
-    order, fused = fuse(frame, weight=weight, fusion=fusion, rrf_k=rrf_k,
+    col = cands.columns
+    order, fused = fuse(cands, weight=weight, fusion=fusion, rrf_k=rrf_k,
                         keyword_ranker=ranker, fallback_to_semantic=True)
     notes = list(cands.notes)
     if not cands.lexemes and weight < 1.0:
         notes[0] += " Showing the semantic ranking."
     top = order[:k]
-    keys = frame["key"].to_numpy()[top]
+    keys = col["key"][top]
     details = _details(conn, collection, list(keys), query)
     rows = [details[key] for key in keys]
-    sem_rank = frame["semantic_rank"].to_numpy(dtype=np.float64)[top]
-    kw_rank = frame[f"{ranker}_rank"].to_numpy(dtype=np.float64)[top]
+    sem_rank = col["semantic_rank"][top]
+    kw_rank = col[f"{ranker}_rank"][top]
     in_sem, in_kw = ~np.isnan(sem_rank), ~np.isnan(kw_rank)
     snippets = [r[4] for r in rows]
     out = pd.DataFrame({
         "rank": np.arange(1, len(top) + 1),
-        "id": frame["id"].to_numpy()[top],
+        "id": col["id"][top],
         "external_id": [r[0] for r in rows],
         "title": [r[1] for r in rows],
         "category": [r[3] for r in rows],
         "fused_score": fused[top],
-        "semantic_score": frame["semantic_score"].to_numpy(dtype=np.float64)[top],
+        "semantic_score": col["semantic_score"][top],
         "semantic_rank": pd.array(sem_rank, dtype="Int64"),
-        "keyword_score": frame[f"{ranker}_score"].to_numpy(dtype=np.float64)[top],
+        "keyword_score": col[f"{ranker}_score"][top],
         "keyword_rank": pd.array(kw_rank, dtype="Int64"),
         "source": np.where(in_sem & in_kw, "both",
                            np.where(in_sem, "semantic only", "keyword only")),
         "snippet": [_snippet_html(x) for x in snippets],
         "snippet_text": [x.replace(_MARK_START, "").replace(_MARK_STOP, "") for x in snippets],
-        "distance": frame["distance"].to_numpy(dtype=np.float64)[top],
+        "distance": col["distance"][top],
         "content": [r[2] for r in rows],
     }, columns=HYBRID_COLUMNS)
     out.attrs["notes"] = notes
     out.attrs["lexemes"] = cands.lexemes
-    out.attrs["candidates"] = len(frame)
+    out.attrs["candidates"] = len(col["key"])
     return out
 
 
