@@ -1,24 +1,34 @@
-"""Search benchmark: semantic, BM25 and hybrid latency on the demo and on a 100,000-row collection
+"""Search benchmark: semantic, BM25 and hybrid latency on the demo and on 100,000-row collections
 (HNSW + GIN), and the time of a full 11-weight sweep over the demo's labeled queries.
 
     .venv/bin/python bench/search_bench.py [--rows 100000] [--data-dir DIR] [--repeat 3]
+                                           [--queries 100]
 
 Without --data-dir it runs on a fresh temporary embedded PostgreSQL (loads the demo with the local
-model, then builds the large collection); with --data-dir an existing large collection is reused.
+model, then builds the large collections); with --data-dir existing large collections are reused.
 
-How the large collection is made (no model calls): every row copies one demo passage's words,
-drops about a third of them at random and shuffles the rest into a new short text (so the keyword
-statistics look like real text and every row is distinct); its vector is that passage's model
-embedding plus Gaussian noise (sigma 0.05 per dimension, then L2-normalised), so rows cluster
-around the demo passages. Loaded with vecdash.ingest.ingest_records (records carry embedding=),
-then an HNSW index (m=16, ef_construction=64) is built; the GIN index on the tsvector and the BM25
-statistics (triggers) are kept during the load.
+The 100,000-row collection the target is judged on is real text (bench/realtext.py): paragraphs
+of the docstrings of the Python standard library and of the packages in .venv, titled with what
+they document, with the local model's embeddings (computed once and cached, several minutes the
+first time). Its queries are the first sentence (cut to 8 words) of held-out paragraphs, embedded
+before timing.
 
-Queries are the demo's labeled queries, embedded once before timing (query embedding is excluded
-from every figure). Semantic = vecdash.search.semantic_search top 10 (HNSW); BM25 = the keyword
-arm alone (fetch_candidates, 100 candidates); hybrid = vecdash.search.hybrid_search top 10
-(both arms, 100 candidates each, fused, highlighted snippets). Targets: hybrid p50 <= 3x
-semantic p50 at 100k rows; the demo sweep (11 weights, convex and RRF) under 5 s.
+Then a stress case for the keyword arm: every row copies one demo passage's words, drops about a
+third of them at random and shuffles the rest into a new short text, with that passage's
+embedding plus Gaussian noise (sigma 0.05 per dimension, L2-normalised) as its vector. With a
+vocabulary of a few thousand words over 100,000 rows every query word is common (typical queries
+match 5,000-28,000 rows), which no real corpus looks like; its figures are printed so what that
+costs stays visible. Its queries are the demo's labeled queries.
+
+Both large collections are loaded with vecdash.ingest.ingest_records (records carry embedding=)
+with the GIN index on the tsvector and the BM25 statistics (triggers) kept during the load, then
+an HNSW index (m=16, ef_construction=64) is built.
+
+Query embedding is excluded from every figure. Semantic = vecdash.search.semantic_search top 10
+(HNSW); BM25 = the keyword arm alone (fetch_candidates, 100 candidates); hybrid =
+vecdash.search.hybrid_search top 10 (both arms, 100 candidates each, fused, highlighted snippets).
+Targets: hybrid p50 <= 3x semantic p50 at 100k rows (the real-text collection); the demo sweep (11
+weights, convex and RRF) under 5 s.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
+import realtext  # noqa: E402  (bench/realtext.py, next to this file)
 from psycopg import sql  # noqa: E402
 
 from vecdash import db  # noqa: E402
@@ -48,6 +59,7 @@ from vecdash.quality import demo_labeled_set, run_labeled_queries, sweep  # noqa
 from vecdash.search import fetch_candidates, hybrid_search, semantic_search  # noqa: E402
 
 BIG = "bench_search_100k"
+REAL = "bench_search_docstrings_100k"
 
 
 def percentiles(fn: Callable[[int], Any], n: int, repeat: int) -> tuple[float, float]:
@@ -94,11 +106,35 @@ def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
 
     report = ingest_records(conn, c, records(), batch_size=5000)
     assert report.inserted == rows, report
+    _hnsw(conn, c)
+    return c, time.perf_counter() - started
+
+
+def build_real(conn: Any, docs: list[realtext.Passage], vectors: np.ndarray) -> tuple[Any, float]:
+    """The docstring corpus (bench/realtext.py) as a collection, with its model embeddings."""
+    try:
+        c = get_collection(conn, REAL)
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(c.table)).fetchone()[0]
+        if count >= len(docs):
+            return c, 0.0
+        conn.execute(sql.SQL("DROP TABLE {}").format(c.table))
+        conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (REAL,))
+    except NotFound:
+        pass
+    started = time.perf_counter()
+    c = create_collection(conn, REAL, dimension=vectors.shape[1])
+    report = ingest_records(conn, c, (p.record(f"d{i}", vectors[i]) for i, p in enumerate(docs)),
+                            batch_size=5000)
+    assert report.inserted == len(docs), report
+    _hnsw(conn, c)
+    return c, time.perf_counter() - started
+
+
+def _hnsw(conn: Any, c: Any) -> None:
     conn.execute("SET maintenance_work_mem = '512MB'")
     conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (embedding vector_cosine_ops) "
                          "WITH (m = 16, ef_construction = 64)").format(c.table))
     conn.execute(sql.SQL("ANALYZE {}").format(c.table))
-    return c, time.perf_counter() - started
 
 
 def latency(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: Any,
@@ -117,13 +153,14 @@ def latency(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: 
     }
 
 
-def report(label: str, figures: dict[str, tuple[float, float]]) -> None:
+def report(label: str, figures: dict[str, tuple[float, float]], target: bool = False) -> None:
     print(f"\n{label}")
     print(f"  {'query':<10} {'p50 ms':>8} {'p95 ms':>8}")
     for name, (p50, p95) in figures.items():
         print(f"  {name:<10} {p50:>8.2f} {p95:>8.2f}")
     ratio = figures["hybrid"][0] / figures["semantic"][0]
-    print(f"  hybrid p50 / semantic p50 = {ratio:.2f}x")
+    print(f"  hybrid p50 / semantic p50 = {ratio:.2f}x", end="")
+    print(f"   (target <= 3x: {'met' if ratio <= 3 else 'NOT met'})" if target else "")
 
 
 def main() -> int:
@@ -131,6 +168,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--data-dir", help="reuse this embedded database (keeps the big collection)")
     parser.add_argument("--repeat", type=int, default=3, help="passes over the queries per figure")
+    parser.add_argument("--queries", type=int, default=100,
+                        help="held-out queries for the real-text collection")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vecdash-search-bench-") as tmp:
         settings = Settings.from_env({"VECDASH_DATA_DIR": args.data_dir or tmp})
@@ -161,17 +200,30 @@ def main() -> int:
             print(f"  fusion + metrics in numpy for every setting: {fused:.2f} s")
             print(f"  total {total:.2f} s (target < 5 s: {'met' if total < 5 else 'NOT met'})")
 
+            passages = realtext.harvest()
+            docs, held = realtext.split(passages, args.rows, realtext.HELD_OUT)
+            doc_vectors = realtext.embed_cached(docs + held, embedder)[:len(docs)]
+            real, built = build_real(conn, docs, doc_vectors)
+            how = f"built in {built:.0f} s" if built else "reused from --data-dir"
+            real_texts = [realtext.query_text(p) for p in held[:args.queries]]
+            real_vectors = embedder.embed(real_texts)
+            print(f"\n{REAL} ({how}): {realtext.describe(docs)}; vectors from the local model; "
+                  "HNSW (m=16, ef_construction=64) + GIN, ef_search 100 (the candidate depth)")
+            print(f"queries: the first sentence (up to 8 words) of {len(real_texts)} held-out "
+                  f"paragraphs, e.g. {real_texts[0]!r}, {real_texts[1]!r} (embedded before timing)")
+            report(f"{len(docs)}-row real-text collection (HNSW + GIN)",
+                   latency(conn, real, real_texts, real_vectors, embedder, args.repeat),
+                   target=True)
+
             big, built = build_big(conn, args.rows)
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(big.table)).fetchone()[0]
             how = (f"built in {built:.0f} s" if built else "reused from --data-dir")
-            print(f"\n{BIG}: {rows} rows ({how}): demo passages' words dropped and shuffled into "
-                  "distinct texts, vectors = the passage's embedding + N(0, 0.05) noise, "
-                  "normalised; HNSW (m=16, ef_construction=64) + GIN, ef_search 100 (the "
-                  "candidate depth)")
-            figures = latency(conn, big, texts, vectors, embedder, args.repeat)
-            report(f"{rows}-row collection (HNSW + GIN)", figures)
-            ratio = figures["hybrid"][0] / figures["semantic"][0]
-            print(f"  target hybrid p50 <= 3x semantic p50: {'met' if ratio <= 3 else 'NOT met'}")
+            print(f"\nstress case, {BIG}: {rows} rows ({how}): the demo's 365 passages' words "
+                  "dropped and shuffled into distinct texts, so every query word is common (a "
+                  "vocabulary of a few thousand words over 100,000 rows); vectors = the passage's "
+                  "embedding + N(0, 0.05) noise, normalised; HNSW + GIN; the demo's queries")
+            report(f"{rows}-row stress collection (HNSW + GIN)",
+                   latency(conn, big, texts, vectors, embedder, args.repeat))
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 from vecdash import db
 from vecdash.collections import create_collection
 from vecdash.config import Settings
-from vecdash.errors import ConnectionFailed, ExtensionMissing, ReadOnlyError
+from vecdash.errors import ConnectionFailed, ExtensionMissing, InvalidInput, ReadOnlyError
 
 
 def test_embedded_server_has_pgvector(conn: Any) -> None:
@@ -26,6 +26,37 @@ def test_embedded_server_is_reused(settings: Settings, conn: Any) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS reuse_marker (x int)")
     with psycopg.connect(db.start_embedded(settings)) as other:
         assert other.execute("SELECT to_regclass('reuse_marker') IS NOT NULL").fetchone() == (True,)
+
+
+def test_embedded_server_gets_vecdash_memory_settings(settings: Settings, conn: Any) -> None:
+    # The session's server started with vecdash.conf: shared_buffers as the settings resolve it,
+    # not PostgreSQL's 128MB default (on any machine with more than 512MB of memory).
+    wanted = db.embedded_server_settings(settings)
+    shown = conn.execute("SELECT current_setting('shared_buffers'), "
+                         "current_setting('effective_cache_size')").fetchone()
+    assert wanted and shown is not None
+    to_mb = {"kB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 1024 * 1024}
+
+    def mb(value: str) -> float:
+        number = value.rstrip("kMGTB")
+        return float(number) * to_mb[value[len(number):]]
+
+    assert mb(shown[0]) == mb(wanted["shared_buffers"]) > 128
+    assert mb(shown[1]) == mb(wanted["effective_cache_size"])
+
+
+def test_embedded_memory_settings_are_bounded_and_checked() -> None:
+    auto = Settings.from_env({"VECDASH_DATA_DIR": "/nonexistent"})
+    gb = 2**30
+    assert db.embedded_server_settings(auto, memory=24 * gb) == {
+        "shared_buffers": "4096MB", "effective_cache_size": "12288MB"}
+    assert db.embedded_server_settings(auto, memory=8 * gb)["shared_buffers"] == "2048MB"
+    assert db.embedded_server_settings(auto, memory=gb // 4)["shared_buffers"] == "128MB"
+    chosen = Settings.from_env({"VECDASH_SHARED_BUFFERS": "512MB"})
+    assert db.embedded_server_settings(chosen, memory=24 * gb)["shared_buffers"] == "512MB"
+    for bad in ("lots", "512", "0MB", "1GB; DROP TABLE x", "-1GB"):
+        with pytest.raises(InvalidInput, match="VECDASH_SHARED_BUFFERS"):
+            db.embedded_server_settings(Settings.from_env({"VECDASH_SHARED_BUFFERS": bad}))
 
 
 def test_unreachable_server_says_what_to_do(tmp_path: Any) -> None:

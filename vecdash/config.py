@@ -37,6 +37,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Directory for the embedded PostgreSQL data (pgdata/ inside it); reused on the next start.",
     ),
     SettingSpec(
+        "shared_buffers",
+        "VECDASH_SHARED_BUFFERS",
+        "auto",
+        "The embedded server's buffer cache (e.g. 1GB). auto: a quarter of the machine's memory, "
+        "128MB to 4GB (memory is taken only as pages are cached). Applies when the server starts.",
+    ),
+    SettingSpec(
         "read_only",
         "VECDASH_READ_ONLY",
         "0",
@@ -75,6 +82,7 @@ _TRUE = {"1", "true", "yes", "on"}
 class Settings:
     database_url: str
     data_dir: Path
+    shared_buffers: str
     read_only: bool
     autoload_demo: bool
     pool_size: int
@@ -93,6 +101,7 @@ class Settings:
         return cls(
             database_url=raw["database_url"].strip(),
             data_dir=Path(raw["data_dir"]).expanduser(),
+            shared_buffers=raw["shared_buffers"].strip(),
             read_only=raw["read_only"].strip().lower() in _TRUE,
             autoload_demo=raw["autoload_demo"].strip().lower() in _TRUE,
             pool_size=pool_size,
