@@ -220,7 +220,7 @@ def main() -> int:
             how = (f"built in {built:.0f} s" if built else "reused from --data-dir")
             print(f"\nstress case, {BIG}: {rows} rows ({how}): the demo's 365 passages' words "
                   "dropped and shuffled into distinct texts, so every query word is common (a "
-                  "vocabulary of a few thousand words over 100,000 rows); vectors = the passage's "
+                  "vocabulary of a few thousand words over every row); vectors = the passage's "
                   "embedding + N(0, 0.05) noise, normalised; HNSW + GIN; the demo's queries")
             report(f"{rows}-row stress collection (HNSW + GIN)",
                    latency(conn, big, texts, vectors, embedder, args.repeat))

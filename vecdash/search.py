@@ -327,11 +327,21 @@ def fetch_candidates(
         # score of the ``candidates``-th row found (then those rows reach it), or over every
         # matching row when the first pass found fewer.
         if len(got) < candidates or got[candidates - 1] < theta:
-            match = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
+            wider = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
                      if len(got) >= candidates else None)
-            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=match,
+            if wider is None:
+                wider = " | ".join(_tsquery_lexeme(x) for x in terms.lexemes)
+            # The rows the first pass matched are scored already, and the ones it left out of
+            # its top rank below that top: the second pass scores only rows it did not match
+            # (the GIN index leaves those out), and the two tops merge.
+            if match:  # empty when no set of lexemes could reach the first threshold
+                wider = f"({wider}) & !({match})"
+            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=wider,
                                  candidates=candidates, k1=k1, b=b)
-            scores["bm25"] = {r[0]: r[1] for r in again if r[0] is not None and r[1] is not None}
+            merged = scores["bm25"] | {r[0]: r[1] for r in again
+                                       if r[0] is not None and r[1] is not None}
+            best = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:candidates]
+            scores["bm25"] = dict(best)
     keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
     ids = np.array([str(key) for key in keys], dtype=object)
     id_rank = id_ranks(ids)
