@@ -15,7 +15,7 @@ ef_search 40 and p50 at least 10x faster than the exact scan.
 Case 1, real embeddings (unless --skip-real): ``--rows`` docstring paragraphs of the Python
 standard library and .venv's packages (bench/realtext.py) embedded by the local all-MiniLM-L6-v2,
 which clusters the way text does (by package and topic); queries are the embeddings of held-out
-paragraphs. The embeddings are computed once and cached (several minutes the first time).
+paragraphs. The embeddings are computed once and cached (about 36 minutes on 2 cores the first time).
 
 Calibration: the shape statistics (vecdash.synthetic.embedding_statistics: PCA components for 90%
 of the variance, Levina-Bickel local intrinsic dimension, neighbour / mean distance ratios, mean

@@ -10,7 +10,7 @@ unlike the demo's 365 passages, and real embeddings from the local model.
 
     passages = harvest()                       # parsed once, cached (a few minutes the first time)
     docs, queries = split(passages, 100_000, 200)
-    vectors = embed_cached(docs, embedder)     # embedded once, cached (several minutes the first time)
+    vectors = embed_cached(docs, embedder)     # embedded once, cached (about 36 min on 2 cores, once)
 
 Caches live in the user cache directory (platformdirs, "vecdash/bench") under a key of the
 source files' paths, sizes and mtimes (the harvest) or of the texts and model (the vectors).

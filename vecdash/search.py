@@ -294,8 +294,8 @@ def fetch_candidates(
     term frequency and shortest document) sum to less than a threshold cannot reach the top, so
     the GIN scan asks only for the combinations of lexemes that can (a tsquery of ANDs). If fewer
     than ``candidates`` scored rows reach the threshold, the keyword arm runs once more, with the
-    threshold lowered to the score of its ``candidates``-th row (or over every matching row),
-    which is then exact. The top ``candidates`` and their scores are the same as without pruning
+    threshold lowered to the score of its ``candidates``-th row (or over every matching row) but
+    only over the rows the first pass did not match, and the two tops merge, which is then exact. The top ``candidates`` and their scores are the same as without pruning
     (``prune=False``).
     """
     from vecdash.bm25 import ensure_bm25
@@ -325,7 +325,8 @@ def fetch_candidates(
         # Every row left out scores below theta, so when ``candidates`` scored rows reach it the
         # top is exact. If not, the keyword arm runs once more: with the threshold lowered to the
         # score of the ``candidates``-th row found (then those rows reach it), or over every
-        # matching row when the first pass found fewer.
+        # matching row when the first pass found fewer; in both cases only over the rows the
+        # first pass did not match.
         if len(got) < candidates or got[candidates - 1] < theta:
             wider = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
                      if len(got) >= candidates else None)
