@@ -9,9 +9,9 @@ model, then builds the large collections); with --data-dir existing large collec
 
 The 100,000-row collection the target is judged on is real text (bench/realtext.py): paragraphs
 of the docstrings of the Python standard library and of the packages in .venv, titled with what
-they document, with the local model's embeddings (computed once and cached, about 36 minutes on 2 cores the
-first time). Its queries are the first sentence (cut to 8 words) of held-out paragraphs, embedded
-before timing.
+they document, with the local model's embeddings (computed once and cached: about 36 minutes on
+2 cores the first time). Its queries are the first sentence (cut to 8 words) of held-out
+paragraphs, embedded before timing.
 
 Then a stress case for the keyword arm: every row copies one demo passage's words, drops about a
 third of them at random and shuffles the rest into a new short text, with that passage's
