@@ -295,7 +295,8 @@ def fetch_candidates(
     the GIN scan asks only for the combinations of lexemes that can (a tsquery of ANDs). If fewer
     than ``candidates`` scored rows reach the threshold, the keyword arm runs once more, with the
     threshold lowered to the score of its ``candidates``-th row (or over every matching row) but
-    only over the rows the first pass did not match, and the two tops merge, which is then exact. The top ``candidates`` and their scores are the same as without pruning
+    only over the rows the first pass did not match, and the two tops merge, which is then
+    exact. The top ``candidates`` and their scores are the same as without pruning
     (``prune=False``).
     """
     from vecdash.bm25 import ensure_bm25
