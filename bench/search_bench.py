@@ -49,7 +49,7 @@ import realtext  # noqa: E402  (bench/realtext.py, next to this file)
 from psycopg import sql  # noqa: E402
 
 from vecdash import db  # noqa: E402
-from vecdash.collections import create_collection, get_collection  # noqa: E402
+from vecdash.collections import create_collection, drop_collection, get_collection  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
 from vecdash.demo import DEMO_COLLECTION, demo_documents, load_demo  # noqa: E402
 from vecdash.embedders import LocalEmbedder  # noqa: E402
@@ -73,16 +73,23 @@ def percentiles(fn: Callable[[int], Any], n: int, repeat: int) -> tuple[float, f
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
 
 
-def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
+def reusable(conn: Any, name: str, rows: int) -> Any | None:
+    """The collection ``name`` when it already holds ``rows`` rows (--data-dir); otherwise it is
+    dropped, if there, and None."""
     try:
-        c = get_collection(conn, BIG)
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(c.table)).fetchone()[0]
-        if count >= rows:
-            return c, 0.0
-        conn.execute(sql.SQL("DROP TABLE {}").format(c.table))
-        conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (BIG,))
+        c = get_collection(conn, name)
     except NotFound:
-        pass
+        return None
+    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(c.table)).fetchone()[0]
+    if count >= rows:
+        return c
+    drop_collection(conn, name)
+    return None
+
+
+def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
+    if (c := reusable(conn, BIG, rows)) is not None:
+        return c, 0.0
     demo = get_collection(conn, DEMO_COLLECTION)
     base = conn.execute(sql.SQL("SELECT title, content, category, embedding FROM {} ORDER BY id")
                         .format(demo.table)).fetchall()
@@ -112,15 +119,8 @@ def build_big(conn: Any, rows: int, seed: int = 0) -> tuple[Any, float]:
 
 def build_real(conn: Any, docs: list[realtext.Passage], vectors: np.ndarray) -> tuple[Any, float]:
     """The docstring corpus (bench/realtext.py) as a collection, with its model embeddings."""
-    try:
-        c = get_collection(conn, REAL)
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(c.table)).fetchone()[0]
-        if count >= len(docs):
-            return c, 0.0
-        conn.execute(sql.SQL("DROP TABLE {}").format(c.table))
-        conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (REAL,))
-    except NotFound:
-        pass
+    if (c := reusable(conn, REAL, len(docs))) is not None:
+        return c, 0.0
     started = time.perf_counter()
     c = create_collection(conn, REAL, dimension=vectors.shape[1])
     report = ingest_records(conn, c, (p.record(f"d{i}", vectors[i]) for i, p in enumerate(docs)),
