@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vecdash.ingest import Record, embed_text  # noqa: E402
 
 CACHE = Path(platformdirs.user_cache_dir("vecdash")) / "bench"
+HARVEST_VERSION = 2  # part of the harvest cache's key: raise it when _paragraphs changes
 HELD_OUT = 200  # passages kept out of the stored rows, to query with (shared by the benches)
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -66,9 +67,8 @@ def _paragraphs(item: tuple[Path, Path]) -> list[tuple[str, str, str]]:
     root, path = item
     rel = path.relative_to(root).with_suffix("")
     module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-    category = rel.parts[0] if len(rel.parts) > 1 else "stdlib"
-    if root.name != "site-packages":
-        category = "stdlib"
+    # a package's (or a top-level module's) name; the standard library is one category
+    category = rel.parts[0] if root.name == "site-packages" else "stdlib"
     try:
         tree = ast.parse(path.read_bytes())
     except (SyntaxError, ValueError, OSError):
@@ -101,7 +101,7 @@ def harvest(*, quiet: bool = False) -> list[Passage]:
     """Every distinct docstring paragraph of the standard library and .venv, in file order."""
     sources = _sources()
     listing = [(str(p), p.stat().st_size, int(p.stat().st_mtime)) for _, p in sources]
-    path = CACHE / f"docstrings-{_key(sys.version, listing)}.jsonl"
+    path = CACHE / f"docstrings-{_key(HARVEST_VERSION, sys.version, listing)}.jsonl"
     if path.exists():
         with path.open(encoding="utf-8") as f:
             return [Passage(**json.loads(line)) for line in f]
