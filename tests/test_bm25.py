@@ -283,6 +283,25 @@ def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:
         assert row == (True, False), lexeme
 
 
+def test_term_frequency_and_length_from_ranks(conn: Any) -> None:
+    """Search reads a lexeme's frequency and a document's length from ts_rank: both equal what
+    unnesting the tsvector gives, for every frequency a tsvector can hold (it keeps 255 positions
+    of a lexeme) and for absent lexemes."""
+    from vecdash.bm25 import TSV_LENGTH, doc_length, term_frequency
+
+    rank = sql.SQL("ts_rank(v, 'foo'::tsquery)")
+    rows = conn.execute(sql.SQL(
+        "SELECT n, coalesce((SELECT cardinality(x.positions) FROM unnest(v) x "
+        "WHERE x.lexeme = 'foo'), 0), {tf}, {length}, {len} FROM (SELECT n, to_tsvector('simple', "
+        "'bar ' || repeat('foo bar baz ', n) || repeat('qux ', n % 7)) AS v "
+        "FROM generate_series(0, 300) n) s").format(
+            tf=term_frequency(rank), length=sql.SQL(TSV_LENGTH).format(sql.SQL("v")),
+            len=doc_length(sql.SQL("v"), sql.SQL("'foo | bar'::tsquery")))).fetchall()
+    for n, expected_tf, tf, length, from_ranks in rows:
+        assert tf == expected_tf == min(n, 255), n
+        assert from_ranks == length, n
+
+
 def test_statistics_of_an_earlier_version_are_upgraded(
     conn: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

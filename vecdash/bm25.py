@@ -10,7 +10,8 @@ tables keyed by the collection table's oid:
 A document's length is its number of token positions (a lexeme stored without positions counts
 once), the same count PostgreSQL's ts_rank divides by with normalization 2, which is how search
 reads it per row: ``ts_rank(tsv, q, 0) / ts_rank(tsv, q, 2)``, rounded (exact below millions of
-tokens), so no per-document table is kept. ``max_tf`` (the largest frequency of the lexeme in any
+tokens), so no per-document table is kept. Search reads a term frequency from ts_rank too (see
+``term_frequency``). ``max_tf`` (the largest frequency of the lexeme in any
 document) and ``min_len`` (the shortest document containing it) bound the lexeme's contribution to
 any score, which lets search skip rows that cannot reach the top (see vecdash.search); deletes leave
 them as they are, which keeps them valid upper bounds (a rebuild makes them tight again).
@@ -58,6 +59,18 @@ def doc_length(tsv: sql.Composable, query: sql.Composable) -> sql.Composed:
     with normalisation 2, so the ratio of the two ranks, rounded, gives it back."""
     return sql.SQL("round(ts_rank({tsv}, {q})::float8 / ts_rank({tsv}, {q}, 2))").format(
         tsv=tsv, q=query)
+
+
+def term_frequency(rank: sql.Composable) -> sql.Composed:
+    """A lexeme's frequency in a managed collection's tsvector from ``rank``, the ts_rank of that
+    tsvector for a tsquery of the lexeme alone (default weights, no normalisation).
+
+    ts_rank gives a lexeme whose positions all have weight D (to_tsvector's) 0.1 * (1 + 1/2^2 +
+    ... + 1/tf^2) / 1.64493406685, and 0 when it is absent: increasing in tf, so inverting the sum
+    (1/(pi^2/6 - sum) is tf + 1/2 + O(1/tf)) gives tf back, exact up to 255, the most positions a
+    tsvector keeps per lexeme. ts_rank finds the lexeme by binary search, where unnesting the
+    tsvector to read its positions costs time in proportion to its size."""
+    return sql.SQL("round(1 / (1.6449340668482264 - {} * 16.4493406685) - 0.5)").format(rank)
 
 
 # Bounds of terms whose statistics predate max_tf / min_len: the loosest valid ones (any tf, any

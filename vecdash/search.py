@@ -311,10 +311,10 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if "bm25" in rankers else None
     on_the_fly = "bm25" in rankers and relid is None
-    terms = _term_stats(conn, c, relid, query) if relid is not None and prune else None
-    theta = _prune_threshold(terms, candidates=candidates, k1=k1, b=b) if terms else None
+    terms = _term_stats(conn, c, relid, query) if relid is not None else None
+    theta = _prune_threshold(terms, candidates=candidates, k1=k1, b=b) if terms and prune else None
     match = _match_query(terms, theta, k1=k1, b=b) if terms and theta is not None else None
-    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, relid, match=match,
+    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, terms, on_the_fly, match=match,
                            candidates=candidates, k1=k1, b=b)
     # The one row with a NULL id carries the query's lexemes even when no arm found anything.
     lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
@@ -338,7 +338,7 @@ def fetch_candidates(
             # (the GIN index leaves those out), and the two tops merge.
             if match:  # empty when no set of lexemes could reach the first threshold
                 wider = f"({wider}) & !({match})"
-            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, relid, match=wider,
+            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, terms, False, match=wider,
                                  candidates=candidates, k1=k1, b=b)
             merged = scores["bm25"] | {r[0]: r[1] for r in again
                                        if r[0] is not None and r[1] is not None}
@@ -380,7 +380,8 @@ def _arm_rows(
     vector: Sequence[float] | np.ndarray | None,
     rankers: tuple[KeywordRanker, ...],
     flt: SearchFilters,
-    relid: int | None,
+    terms: TermStats | None,
+    on_the_fly: bool,
     *,
     match: str | None,
     candidates: int,
@@ -388,11 +389,13 @@ def _arm_rows(
     b: float,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The arms' names and the statement's rows: (id, one score per arm (NULL when the row is
-    not in that arm)..., NULL), plus one row (NULL, NULL..., the query's lexemes)."""
-    from vecdash.bm25 import TSV_LENGTH, doc_length
+    not in that arm)..., NULL), plus one row (NULL, NULL..., the query's lexemes). BM25 scores
+    with the stored statistics in ``terms`` (None: no query lexeme occurs in the collection),
+    or computes them over the whole table when ``on_the_fly``."""
+    from vecdash.bm25 import TSV_LENGTH, doc_length, term_frequency
 
     params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
-                              "k1": float(k1), "b": float(b), "relid": relid, "match": match}
+                              "k1": float(k1), "b": float(b), "match": match}
     where = _filter_sql(c, flt, params)
     tid = sql.Identifier("t", c.id_column)
     ctes: list[sql.Composable] = [sql.SQL(
@@ -411,40 +414,62 @@ def _arm_rows(
             cast=c.vector_cast, table=c.table, where=where))
         arms.append("sem")
     doc_tsv = _doc_tsv(c, "t")
-    if "bm25" in rankers:
-        if relid is not None:
-            ctes.append(sql.SQL(
-                # a document's length (token positions) from its ranks: see bm25.doc_length
-                "kdocs AS MATERIALIZED (SELECT {tid} AS id, t.tsv, {len} AS len "
-                "FROM {table} t WHERE t.tsv @@ (SELECT q FROM mq){where}), "
-                "kstats AS (SELECT docs::float8 AS n, CASE WHEN docs > 0 AND total_length > 0 "
-                "THEN total_length::float8 / docs ELSE 1 END AS avglen "
-                "FROM vecdash_bm25_totals WHERE relid = %(relid)s), "
-                "kdf AS (SELECT lexeme, df FROM vecdash_bm25_terms WHERE relid = %(relid)s "
-                "AND lexeme = ANY((SELECT lexemes FROM tq)::text[]))").format(
-                tid=tid, table=c.table, where=where,
-                len=doc_length(sql.SQL("t.tsv"), sql.SQL("(SELECT q FROM tq)"))))
+    if "bm25" in rankers and not on_the_fly:
+        if terms is None:
+            ctes.append(sql.SQL("bm25 AS (SELECT {tid} AS id, NULL::float8 AS score "
+                                "FROM {table} t WHERE false)").format(tid=tid, table=c.table))
         else:
+            # One pass over the matching rows, each scored as it is read: per lexeme its term
+            # frequency from a ts_rank (see bm25.term_frequency) and its idf from the stored
+            # statistics; the length from the ranks of all of them (see bm25.doc_length). The
+            # subquery is kept apart (OFFSET 0) so each rank is computed once per row; the
+            # arithmetic over them is cheap enough to repeat.
+            params.update(lexq=[_tsquery_lexeme(x) for x in terms.lexemes],
+                          idf=[float(x) for x in terms.idf()], avglen=terms.avglen)
+            n = len(terms.lexemes)
+            lexq = [sql.SQL("(SELECT lexq[{}] FROM kq)").format(sql.Literal(i + 1))
+                    for i in range(n)]
+            ranks = sql.SQL(", ").join(
+                sql.SQL("ts_rank(t.tsv, {})::float8 AS {}").format(q, sql.Identifier(f"r{i}"))
+                for i, q in enumerate(lexq))
+            tfs = [term_frequency(sql.SQL("s.{}").format(sql.Identifier(f"r{i}")))
+                   for i in range(n)]
+            score = sql.SQL(" + ").join(
+                sql.SQL("(SELECT idf[{i}] FROM kq) * {tf} * (%(k1)s + 1) / ({tf} + "
+                        "%(k1)s * (1 - %(b)s + %(b)s * s.len / %(avglen)s))").format(
+                    i=sql.Literal(i + 1), tf=tf)
+                for i, tf in enumerate(tfs))
             ctes.append(sql.SQL(
-                "kcorpus AS MATERIALIZED (SELECT {tid} AS id, {tsv} AS tsv FROM {table} t), "
-                "kdocs AS MATERIALIZED (SELECT k.id, k.tsv, {len}::float8 AS len FROM kcorpus k "
-                "JOIN {table} t ON {tid} = k.id WHERE k.tsv @@ (SELECT q FROM tq){where}), "
-                "kstats AS (SELECT count(*)::float8 AS n, coalesce(nullif(avg({len}), 0), 1)"
-                "::float8 AS avglen FROM kcorpus k), "
-                "kdf AS (SELECT u.lexeme, count(*) AS df FROM kcorpus k, unnest(k.tsv) u "
-                "WHERE u.lexeme = ANY((SELECT lexemes FROM tq)::text[]) GROUP BY u.lexeme)").format(
-                tid=tid, tsv=doc_tsv, table=c.table, where=where,
-                len=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv"))))
+                "kq AS MATERIALIZED (SELECT %(lexq)s::tsquery[] AS lexq, %(idf)s::float8[] AS idf,"
+                " %(lexq_any)s::tsquery AS q), "
+                "bm25 AS MATERIALIZED (SELECT s.id, {score} AS score FROM (SELECT {tid} AS id, "
+                "{ranks}, {len} AS len FROM {table} t "
+                "WHERE t.tsv @@ (SELECT q FROM mq){where} OFFSET 0) s "
+                "ORDER BY score DESC, s.id LIMIT %(cand)s)").format(
+                score=score, tid=tid, ranks=ranks, table=c.table, where=where,
+                len=doc_length(sql.SQL("t.tsv"), sql.SQL("(SELECT q FROM kq)"))))
+            params["lexq_any"] = " | ".join(params["lexq"])
+        arms.append("bm25")
+    elif "bm25" in rankers:
         ctes.append(sql.SQL(
+            "kcorpus AS MATERIALIZED (SELECT {tid} AS id, {tsv} AS tsv FROM {table} t), "
+            "kdocs AS MATERIALIZED (SELECT k.id, k.tsv, {len}::float8 AS len FROM kcorpus k "
+            "JOIN {table} t ON {tid} = k.id WHERE k.tsv @@ (SELECT q FROM tq){where}), "
+            "kstats AS (SELECT count(*)::float8 AS n, coalesce(nullif(avg({len}), 0), 1)"
+            "::float8 AS avglen FROM kcorpus k), "
+            "kdf AS (SELECT u.lexeme, count(*) AS df FROM kcorpus k, unnest(k.tsv) u "
+            "WHERE u.lexeme = ANY((SELECT lexemes FROM tq)::text[]) GROUP BY u.lexeme), "
             "bm25 AS MATERIALIZED (SELECT d.id, sum(f.idf * u.tf * (%(k1)s + 1) / (u.tf + "
             "%(k1)s * (1 - %(b)s + %(b)s * d.len / s.avglen))) AS score "
             "FROM kdocs d CROSS JOIN kstats s "
             "CROSS JOIN LATERAL (SELECT x.lexeme, coalesce(array_length(x.positions, 1), 1)"
             "::float8 AS tf FROM unnest(ts_filter(setweight(d.tsv, 'A', (SELECT lexemes FROM tq)), "
-            "'{a}')) x) u "
+            "'{{a}}')) x) u "
             "JOIN (SELECT kdf.lexeme, ln(1 + (s2.n - kdf.df + 0.5) / (kdf.df + 0.5)) AS idf "
             "      FROM kdf CROSS JOIN kstats s2) f ON f.lexeme = u.lexeme "
-            "GROUP BY d.id ORDER BY score DESC, d.id LIMIT %(cand)s)"))
+            "GROUP BY d.id ORDER BY score DESC, d.id LIMIT %(cand)s)").format(
+            tid=tid, tsv=doc_tsv, table=c.table, where=where,
+            len=sql.SQL(TSV_LENGTH).format(sql.SQL("k.tsv"))))
         arms.append("bm25")
     if "ts_rank_cd" in rankers:
         ctes.append(sql.SQL(
