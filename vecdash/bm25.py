@@ -83,16 +83,16 @@ UNKNOWN_MIN_LEN = 0
 # row's length comes from ts_rank's normalisation by length (see above), with its first lexeme as
 # the query: cheaper than summing its positions in a second pass.
 _ADD_ROWS: LiteralString = """
-         WITH d AS MATERIALIZED (  -- once per row (not per lexeme): its lexemes and length
-                SELECT n.tsv, {length}::integer AS len
-                FROM {src} n CROSS JOIN LATERAL (SELECT array_to_tsvector(
-                       (tsvector_to_array(n.tsv))[1:1])::text::tsquery AS q
-                       WHERE length(n.tsv) > 0) f),  -- rows without lexemes add none
-              t AS MATERIALIZED (
+         WITH t AS MATERIALIZED (
                 SELECT x.lexeme, count(*) AS df, max(x.tf) AS max_tf, min(d.len) AS min_len,
                        sum(x.tf) AS tokens
-                FROM d CROSS JOIN LATERAL (SELECT y.lexeme, greatest(cardinality(y.positions), 1)
-                                           AS tf FROM unnest(d.tsv) y) x
+                FROM (SELECT n.tsv, {length}::integer AS len
+                      FROM {src} n CROSS JOIN LATERAL (SELECT array_to_tsvector(
+                             (tsvector_to_array(n.tsv))[1:1])::text::tsquery AS q
+                             WHERE length(n.tsv) > 0) f  -- rows without lexemes add none
+                      OFFSET 0) d  -- the length once per row, not per lexeme; no copy of tsv
+                CROSS JOIN LATERAL (SELECT y.lexeme, greatest(cardinality(y.positions), 1)
+                                    AS tf FROM unnest(d.tsv) y) x
                 GROUP BY x.lexeme),
               terms AS (
                 INSERT INTO vecdash_bm25_terms AS t (relid, lexeme, df, max_tf, min_len)
@@ -140,8 +140,11 @@ def _function(name: str, body: sql.Composable) -> sql.Composed:
 
 
 _SHARED_DDL: list[sql.SQL | sql.Composed] = [
+    # Lexemes compare bytewise ("C"): only equality and a lock order depend on it, and the
+    # triggers sort and look up a batch's lexemes without the locale's strcoll (a table an
+    # earlier vecdash made keeps the database's collation: the same results, slower writes).
     sql.SQL("""CREATE TABLE IF NOT EXISTS vecdash_bm25_terms (
-           relid oid NOT NULL, lexeme text NOT NULL, df bigint NOT NULL,
+           relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, df bigint NOT NULL,
            max_tf integer NOT NULL, min_len integer NOT NULL,
            PRIMARY KEY (relid, lexeme))"""),
     # Statistics kept by an earlier vecdash (no bounds, a per-document length table).

@@ -198,7 +198,7 @@ def create_collection(
             content      text NOT NULL CHECK (btrim(content) <> ''),
             category     text,
             metadata     jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-            content_hash text NOT NULL UNIQUE,
+            content_hash text COLLATE "C" NOT NULL UNIQUE,  -- hex: bytewise is enough
             created_at   timestamptz NOT NULL DEFAULT now(),
             embedding    {vtype}({dim}) NOT NULL,
             tsv          tsvector GENERATED ALWAYS AS
