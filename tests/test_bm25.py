@@ -249,8 +249,11 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
 
     monkeypatch.setattr(search, "_prune_threshold", guess)
     monkeypatch.setattr(search, "_arm_rows", counting)
-    pruned = passes = 0
-    for q in [x.text for x in demo_queries()]:
+    pruned = passes = long_pruned = 0
+    texts = [x.text for x in demo_queries()]
+    # and pasted paragraphs: more lexemes than combinations are enumerated for (MaxScore only)
+    long = [" ".join(texts[i:i + 4]) for i in range(0, 40, 4)]
+    for q in texts + long:
         terms = search._term_stats(conn, demo, relid, q)
         for depth in (3, 10):
             full = fetch_candidates(conn, demo, q, None, candidates=depth,
@@ -267,7 +270,9 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
             theta = terms and real_guess(terms, candidates=depth, k1=1.2, b=0.75)
             if terms and theta and search._match_query(terms, theta, k1=1.2, b=0.75):
                 pruned += 1
+                long_pruned += len(terms.lexemes) > search.PRUNE_MAX_TERMS
     assert pruned > 5  # the test exercises pruning, not only the fallback
+    assert long_pruned > 3  # including MaxScore over long queries
     assert passes > 5  # and second passes after a threshold that was too high
 
 

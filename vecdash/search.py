@@ -514,7 +514,8 @@ def _arm_rows(
 
 
 MAXSCORE_MIN_MATCHES = 2000  # below this many matching rows (summed df), scoring them all is cheap
-PRUNE_MAX_TERMS = 12  # combinations of lexemes are enumerated (2^n); longer queries score all
+PRUNE_MAX_TERMS = 12  # combinations of lexemes are enumerated (2^n); longer queries: MaxScore
+MAXSCORE_FIRST_ROWS = 20  # a long query's first pass: about this many rows per candidate
 PRUNE_MAX_CLAUSES = 64  # beyond this many ANDs the tsquery is an OR of the lexemes that can count
 
 
@@ -565,16 +566,28 @@ def _term_stats(conn: psycopg.Connection[Any], c: Collection, relid: int,
 
 def _prune_threshold(terms: TermStats, *, candidates: int, k1: float, b: float) -> float | None:
     """A first threshold for pruned BM25, or None when pruning cannot pay (few matching rows,
-    one lexeme, or too many lexemes to enumerate their combinations).
+    or one lexeme).
 
     The highest sum of lexeme bounds that about twice ``candidates`` documents are expected to
     reach, taking the lexemes as independent (each in a fraction df/N of the documents; lexemes
     of real text co-occur more often than that, which only adds rows to the first pass). A guess
-    that is too high costs a second pass, never exactness (see fetch_candidates)."""
+    that is too high costs a second pass, never exactness (see fetch_candidates).
+
+    Past PRUNE_MAX_TERMS lexemes (a pasted paragraph) the combinations are not enumerated: the
+    threshold is the sum of the smallest bounds that leaves, in MaxScore's terms, essential
+    lexemes held by about MAXSCORE_FIRST_ROWS rows per candidate (the rarest, largest-bound
+    ones), so the first pass scores those rows and the second pass, with the threshold their
+    scores give, skips the rows holding only the commonest lexemes."""
     n = len(terms.lexemes)
-    if n < 2 or n > PRUNE_MAX_TERMS or terms.df.sum() < MAXSCORE_MIN_MATCHES:
+    if n < 2 or terms.df.sum() < MAXSCORE_MIN_MATCHES:
         return None
     bound = terms.bounds(k1, b)
+    if n > PRUNE_MAX_TERMS:
+        rising = _ascending_bounds(terms, bound)
+        rows_from = np.cumsum(terms.df[rising][::-1])[::-1]  # rows holding lexeme j or a later
+        j = next((j for j in range(1, n) if rows_from[j] <= MAXSCORE_FIRST_ROWS * candidates),
+                 n - 1)
+        return float(bound[rising][: j + 1].sum())
     masks = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(bool)
     p = terms.df / terms.docs
     probability = np.prod(np.where(masks, p, 1 - p), axis=1)
@@ -594,7 +607,7 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
     bound = terms.bounds(k1, b)
     # a hair lower: a row scoring exactly theta (a bound reached in SQL's arithmetic) stays in
     theta -= abs(theta) * 1e-9
-    order = sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))
+    order = _ascending_bounds(terms, bound)[::-1]
     if bound[order[-1]] >= theta:
         return None
     clauses: list[list[int]] = []
@@ -614,8 +627,9 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
             else:
                 grow(j + 1, [*chosen, i], total + bound[i])
 
-    grow(0, [], 0.0)
-    if len(clauses) > PRUNE_MAX_CLAUSES:
+    if len(order) <= PRUNE_MAX_TERMS:
+        grow(0, [], 0.0)
+    if len(order) > PRUNE_MAX_TERMS or len(clauses) > PRUNE_MAX_CLAUSES:
         # MaxScore: the lexemes with the smallest bounds that together stay below theta cannot
         # lift a row into the top on their own; rows need one of the others.
         skipped, total = set(), 0.0
@@ -627,6 +641,11 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
         clauses = [[i] for i in order if i not in skipped]
     return " | ".join("(" + " & ".join(_tsquery_lexeme(terms.lexemes[i]) for i in clause) + ")"
                       for clause in clauses)
+
+
+def _ascending_bounds(terms: TermStats, bound: np.ndarray) -> list[int]:
+    """The lexemes' indexes from the smallest bound up (ties: the later lexeme first)."""
+    return sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))[::-1]
 
 
 def _tsquery_lexeme(lexeme: str) -> str:
