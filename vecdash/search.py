@@ -424,7 +424,8 @@ def _arm_rows(
             # statistics; the length from the ranks of all of them (see bm25.doc_length). The
             # subquery is kept apart (OFFSET 0) so each rank is computed once per row; the
             # arithmetic over them is cheap enough to repeat.
-            params.update(lexq=[_tsquery_lexeme(x) for x in terms.lexemes],
+            lexq_params = [_tsquery_lexeme(x) for x in terms.lexemes]
+            params.update(lexq=lexq_params, lexq_any=" | ".join(lexq_params),
                           idf=[float(x) for x in terms.idf()], avglen=terms.avglen)
             n = len(terms.lexemes)
             lexq = [sql.SQL("(SELECT lexq[{}] FROM kq)").format(sql.Literal(i + 1))
@@ -448,7 +449,6 @@ def _arm_rows(
                 "ORDER BY score DESC, s.id LIMIT %(cand)s)").format(
                 score=score, tid=tid, ranks=ranks, table=c.table, where=where,
                 len=doc_length(sql.SQL("t.tsv"), sql.SQL("(SELECT q FROM kq)"))))
-            params["lexq_any"] = " | ".join(params["lexq"])
         arms.append("bm25")
     elif "bm25" in rankers:
         ctes.append(sql.SQL(
@@ -583,7 +583,7 @@ def _prune_threshold(terms: TermStats, *, candidates: int, k1: float, b: float) 
         return None
     bound = terms.bounds(k1, b)
     if n > PRUNE_MAX_TERMS:
-        rising = _ascending_bounds(terms, bound)
+        rising = _by_bound(terms, bound)[::-1]
         rows_from = np.cumsum(terms.df[rising][::-1])[::-1]  # rows holding lexeme j or a later
         j = next((j for j in range(1, n) if rows_from[j] <= MAXSCORE_FIRST_ROWS * candidates),
                  n - 1)
@@ -607,7 +607,7 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
     bound = terms.bounds(k1, b)
     # a hair lower: a row scoring exactly theta (a bound reached in SQL's arithmetic) stays in
     theta -= abs(theta) * 1e-9
-    order = _ascending_bounds(terms, bound)[::-1]
+    order = _by_bound(terms, bound)
     if bound[order[-1]] >= theta:
         return None
     clauses: list[list[int]] = []
@@ -643,9 +643,9 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
                       for clause in clauses)
 
 
-def _ascending_bounds(terms: TermStats, bound: np.ndarray) -> list[int]:
-    """The lexemes' indexes from the smallest bound up (ties: the later lexeme first)."""
-    return sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))[::-1]
+def _by_bound(terms: TermStats, bound: np.ndarray) -> list[int]:
+    """The lexemes' indexes from the largest bound down (ties: in lexeme order)."""
+    return sorted(range(len(bound)), key=lambda i: (-bound[i], terms.lexemes[i]))
 
 
 def _tsquery_lexeme(lexeme: str) -> str:
