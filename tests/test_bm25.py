@@ -206,6 +206,15 @@ def test_attached_table_scores_on_the_fly(conn: Any, unique_name: str) -> None:
         assert check_scores(conn, c, docs) > 20
         got = fetch_candidates(conn, c, "yeast", None, keyword_rankers=("bm25",))
         assert any("on the fly" in n for n in got.notes)
+        # a long query is ranked by its first lexemes (no statistics to pick the rarest)
+        words = "rope yeast kettle flour bread starter knot loop vinegar protein".split()
+        capped = fetch_candidates(conn, c, " ".join(words), None, max_lexemes=3,
+                                  keyword_rankers=("bm25", "ts_rank_cd"))
+        assert capped.lexemes == sorted(query_lexemes(conn, "rope yeast kettle"))
+        assert any("10 distinct words" in n and "first 3" in n for n in capped.notes)
+        expected = bm25_scores(docs, capped.lexemes)
+        assert dict(zip(capped.frame["id"], capped.frame["bm25_score"], strict=True)) == \
+            pytest.approx(expected, abs=1e-6)
         cols = conn.execute(sql.SQL("SELECT count(*) FROM pg_trigger WHERE tgrelid = {}::regclass"
                                     ).format(sql.Literal(unique_name))).fetchone()
         assert cols[0] == 0  # the attached table is never altered
@@ -274,6 +283,41 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
     assert pruned > 5  # the test exercises pruning, not only the fallback
     assert long_pruned > 3  # including MaxScore over long queries
     assert passes > 5  # and second passes after a threshold that was too high
+
+
+def test_long_query_ranks_by_its_rarest_lexemes(conn: Any, demo: Collection) -> None:
+    """A pasted paragraph (more distinct lexemes than MAX_QUERY_LEXEMES) is scored by BM25 over
+    its rarest lexemes in the collection, exactly, by both keyword rankers, and the notes say so;
+    a query at the limit is scored over all of its lexemes."""
+    import vecdash.search as search
+    from vecdash.demo import demo_documents
+
+    docs = term_frequencies(conn, demo.table, sql.SQL("t.tsv"))
+    df: Counter[str] = Counter()
+    for tf in docs.values():
+        df.update(tf.keys())
+    paragraph = " ".join(d["content"] for d in demo_documents()[:12])
+    in_demo = sorted(set(query_lexemes(conn, paragraph)) & set(df))
+    n = search.MAX_QUERY_LEXEMES
+    assert len(in_demo) > 3 * n
+    rarest = sorted(sorted(in_demo, key=lambda x: (df[x], x))[:n])
+    got = fetch_candidates(conn, demo, paragraph, None, candidates=1000,
+                           keyword_rankers=("bm25", "ts_rank_cd"))
+    assert got.lexemes == rarest
+    assert any(f"{len(in_demo)} distinct words" in x and f"{n} rarest" in x for x in got.notes)
+    expected = bm25_scores(docs, rarest)
+    frame = got.frame.dropna(subset=["bm25_score"])
+    assert set(frame["id"]) == set(expected)
+    for doc_id, score in zip(frame["id"], frame["bm25_score"], strict=True):
+        assert score == pytest.approx(expected[doc_id], abs=1e-6)
+    ranked = got.frame.dropna(subset=["ts_rank_cd_score"])
+    assert set(ranked["id"]) == set(expected)  # the same lexemes for ts_rank_cd
+
+    whole = fetch_candidates(conn, demo, paragraph, None, candidates=1000, max_lexemes=None)
+    assert len(whole.lexemes) > n and not any("rarest" in x for x in whole.notes)
+    short = " ".join(in_demo[:n])
+    at_limit = fetch_candidates(conn, demo, short, None, candidates=1000)
+    assert len(at_limit.lexemes) == n and not any("rarest" in x for x in at_limit.notes)
 
 
 def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:

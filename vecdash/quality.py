@@ -373,10 +373,12 @@ def run_labeled_queries(
         raise InvalidInput(f"{len(vectors)} query vectors for {len(queries)} judged queries.")
     out: dict[str, Candidates] = {}
     for i, (q, vec) in enumerate(zip(queries, vectors, strict=True)):
+        # Measures are of BM25 itself: a long labeled query (ArguAna's are whole arguments) is
+        # scored over all its lexemes, not by the search box's shortcut for pasted paragraphs.
         out[q.id] = fetch_candidates(conn, collection, q.text, query_vector(collection, vec),
                                      candidates=candidates,
                                      keyword_rankers=("bm25", "ts_rank_cd"),
-                                     filters=filters, k1=k1, b=b)
+                                     filters=filters, k1=k1, b=b, max_lexemes=None)
         if progress is not None:
             progress(i + 1, len(queries))
     keys = list({key for cand in out.values() for key in cand.columns["key"]})

@@ -120,6 +120,7 @@ Fusion = Literal["convex", "rrf"]
 KEYWORD_RANKERS: tuple[KeywordRanker, ...] = ("bm25", "ts_rank_cd")
 FUSIONS: tuple[Fusion, ...] = ("convex", "rrf")
 MAX_CANDIDATES = 1000
+MAX_QUERY_LEXEMES = 32  # BM25 of a longer query: its rarest lexemes (see fetch_candidates)
 HYBRID_COLUMNS = [
     "rank", "id", "external_id", "title", "category", "fused_score", "semantic_score",
     "semantic_rank", "keyword_score", "keyword_rank", "source", "snippet", "snippet_text",
@@ -280,6 +281,7 @@ def fetch_candidates(
     k1: float = 1.2,
     b: float = 0.75,
     prune: bool = True,
+    max_lexemes: int | None = MAX_QUERY_LEXEMES,
 ) -> Candidates:
     """One SQL statement (one round trip, in one transaction) for both arms: the semantic top
     ``candidates`` (skipped when ``vector`` is None) and, per keyword ranker, the keyword top
@@ -298,6 +300,13 @@ def fetch_candidates(
     only over the rows the first pass did not match, and the two tops merge, which is then
     exact. The top ``candidates`` and their scores are the same as without pruning
     (``prune=False``).
+
+    A query with more than ``max_lexemes`` distinct lexemes (a pasted paragraph) is ranked by the
+    keyword arms over ``max_lexemes`` of them: the rarest in the collection (largest idf, as
+    Lucene's MoreLikeThis picks a long text's most distinctive terms) when it keeps statistics,
+    else the first in the query. Scoring costs time in proportion to the query's lexemes (with
+    ts_rank_cd, more than that), and nearly every row matches a long text's common words. The
+    notes say so. None: no limit.
     """
     from vecdash.bm25 import ensure_bm25
 
@@ -309,13 +318,22 @@ def fetch_candidates(
     flt = SearchFilters.of(filters)
     c = collection
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
-    relid = ensure_bm25(conn, c) if "bm25" in rankers else None
+    relid = ensure_bm25(conn, c) if rankers else None
     on_the_fly = "bm25" in rankers and relid is None
     terms = _term_stats(conn, c, relid, query) if relid is not None else None
-    theta = _prune_threshold(terms, candidates=candidates, k1=k1, b=b) if terms and prune else None
+    # A long query: the lexemes the keyword arms rank by, of how many.
+    keep: list[str] | None = None
+    of = 0
+    if max_lexemes is not None and terms is not None and len(terms.lexemes) > max_lexemes:
+        of, terms = len(terms.lexemes), terms.rarest(max_lexemes)
+        keep = terms.lexemes
+    elif max_lexemes is not None and rankers and relid is None:
+        keep, of = _first_lexemes(conn, c, query, max_lexemes)
+    theta = (_prune_threshold(terms, candidates=candidates, k1=k1, b=b)
+             if terms is not None and prune and "bm25" in rankers else None)
     match = _match_query(terms, theta, k1=k1, b=b) if terms and theta is not None else None
-    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, terms, on_the_fly, match=match,
-                           candidates=candidates, k1=k1, b=b)
+    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, terms, on_the_fly, keep=keep,
+                           match=match, candidates=candidates, k1=k1, b=b)
     # The one row with a NULL id carries the query's lexemes even when no arm found anything.
     lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
     rows = [r for r in rows if r[0] is not None]
@@ -338,8 +356,8 @@ def fetch_candidates(
             # (the GIN index leaves those out), and the two tops merge.
             if match:  # empty when no set of lexemes could reach the first threshold
                 wider = f"({wider}) & !({match})"
-            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, terms, False, match=wider,
-                                 candidates=candidates, k1=k1, b=b)
+            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, terms, False, keep=keep,
+                                 match=wider, candidates=candidates, k1=k1, b=b)
             merged = scores["bm25"] | {r[0]: r[1] for r in again
                                        if r[0] is not None and r[1] is not None}
             best = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:candidates]
@@ -366,6 +384,14 @@ def fetch_candidates(
     if not lexemes:
         notes.append("The query has no searchable words (only stopwords or punctuation), so the "
                      "keyword arm is empty.")
+    if keep is not None:
+        notes.append(
+            f"The query has {of} distinct words that occur in {c.name!r}; the keyword arm ranks "
+            f"by the {len(keep)} rarest of them, the most distinctive (as Lucene's MoreLikeThis "
+            "does with a long text), since scoring time grows with a query's words."
+            if terms is not None else
+            f"The query has {of} distinct words; the keyword arm ranks by the first {len(keep)} "
+            "of them, since scoring time grows with a query's words.")
     if on_the_fly or (rankers and not c.tsv_column):
         notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
                      "arm runs to_tsvector and the statistics on the fly (a full table scan per "
@@ -383,6 +409,7 @@ def _arm_rows(
     terms: TermStats | None,
     on_the_fly: bool,
     *,
+    keep: list[str] | None,
     match: str | None,
     candidates: int,
     k1: float,
@@ -391,18 +418,20 @@ def _arm_rows(
     """The arms' names and the statement's rows: (id, one score per arm (NULL when the row is
     not in that arm)..., NULL), plus one row (NULL, NULL..., the query's lexemes). BM25 scores
     with the stored statistics in ``terms`` (None: no query lexeme occurs in the collection),
-    or computes them over the whole table when ``on_the_fly``."""
+    or computes them over the whole table when ``on_the_fly``. ``keep``: the only query lexemes
+    the keyword arms use (None: all)."""
     from vecdash.bm25 import TSV_LENGTH, doc_length, term_frequency
 
     params: dict[str, Any] = {"cfg": c.text_config, "q": query, "cand": candidates,
-                              "k1": float(k1), "b": float(b), "match": match}
+                              "k1": float(k1), "b": float(b), "match": match, "keep": keep}
     where = _filter_sql(c, flt, params)
     tid = sql.Identifier("t", c.id_column)
     ctes: list[sql.Composable] = [sql.SQL(
         "tq AS MATERIALIZED (SELECT l.lexemes, (SELECT string_agg("
         "array_to_tsvector(ARRAY[x])::text, ' | ')::tsquery FROM unnest(l.lexemes) x) AS q "
         "FROM (SELECT array_agg(DISTINCT u.lexeme ORDER BY u.lexeme) AS lexemes "
-        "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) l), "
+        "FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u "
+        "WHERE %(keep)s::text[] IS NULL OR u.lexeme = ANY(%(keep)s::text[])) l), "
         "mq AS MATERIALIZED (SELECT coalesce(%(match)s::tsquery, (SELECT q FROM tq)) AS q)")]
     arms: list[str] = []
     if vector is not None:
@@ -533,6 +562,13 @@ class TermStats:
     def idf(self) -> np.ndarray:
         return np.log(1 + (self.docs - self.df + 0.5) / (self.df + 0.5))
 
+    def rarest(self, n: int) -> TermStats:
+        """The ``n`` lexemes with the largest idf (the smallest df; ties: in lexeme order)."""
+        by_df = sorted(range(len(self.lexemes)), key=lambda i: (self.df[i], self.lexemes[i]))
+        keep = sorted(by_df[:n])
+        return TermStats([self.lexemes[i] for i in keep], self.df[keep], self.max_tf[keep],
+                         self.min_len[keep], self.docs, self.avglen)
+
     def bounds(self, k1: float, b: float) -> np.ndarray:
         """The most each lexeme can add to a score: idf at its largest term frequency in the
         shortest document that contains it."""
@@ -641,6 +677,17 @@ def _match_query(terms: TermStats, theta: float, *, k1: float, b: float) -> str 
         clauses = [[i] for i in order if i not in skipped]
     return " | ".join("(" + " & ".join(_tsquery_lexeme(terms.lexemes[i]) for i in clause) + ")"
                       for clause in clauses)
+
+
+def _first_lexemes(conn: psycopg.Connection[Any], c: Collection, query: str,
+                   n: int) -> tuple[list[str] | None, int]:
+    """The first ``n`` distinct lexemes of ``query`` (by position) and how many it has; None
+    when it has no more than ``n``."""
+    row = conn.execute(
+        "SELECT array_agg(u.lexeme ORDER BY u.positions[1], u.lexeme) "
+        "FROM unnest(to_tsvector(%s::regconfig, %s)) u", (c.text_config, query)).fetchone()
+    lexemes = list(row[0] or []) if row else []
+    return (lexemes[:n], len(lexemes)) if len(lexemes) > n else (None, 0)
 
 
 def _by_bound(terms: TermStats, bound: np.ndarray) -> list[int]:
