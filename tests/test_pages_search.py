@@ -44,6 +44,18 @@ def test_search_hybrid_flow(demo: Collection) -> None:
     assert len(at.dataframe) >= 5
 
 
+def test_search_pasted_paragraph(demo: Collection) -> None:
+    """A pasted paragraph is searched (keyword arm over its rarest words) and the page says so."""
+    from vecdash.demo import demo_documents
+
+    at = open_page("app_pages/search.py")
+    paragraph = " ".join(d["content"] for d in demo_documents()[:12])
+    at.text_input(key="search_query").input(paragraph).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.dataframe[0].value) == 10
+    assert any("rarest" in i.value and "MoreLikeThis" in i.value for i in at.info)
+
+
 def test_search_slider_rrf_and_filter(demo: Collection) -> None:
     at = open_page("app_pages/search.py")
     at.text_input(key="search_query").input("how do I fix a slow drain").run()
