@@ -320,6 +320,34 @@ def test_long_query_ranks_by_its_rarest_lexemes(conn: Any, demo: Collection) -> 
     assert len(at_limit.lexemes) == n and not any("rarest" in x for x in at_limit.notes)
 
 
+def test_search_reads_one_snapshot(conn: Any, collection: Collection,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows another connection commits between reading the statistics and scoring are not seen:
+    the statistics, the bounds and the rows come from one snapshot, so scores stay exact."""
+    import vecdash.search as search
+    from vecdash.db import sibling_connection
+
+    docs = term_frequencies(conn, collection.table, sql.SQL("t.tsv"))
+    real_rows = search._arm_rows
+    other = sibling_connection(conn)
+
+    def load_first(*args: Any, **kwargs: Any) -> Any:
+        ingest_records(other, collection, [Record("Yeast yeast yeast, and more yeast.",
+                                                  external_id="late", embedding=np.ones(4))])
+        monkeypatch.setattr(search, "_arm_rows", real_rows)
+        return real_rows(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_arm_rows", load_first)
+    try:
+        got = fetch_candidates(conn, collection, "yeast", None, candidates=1000).frame
+    finally:
+        other.close()
+    expected = bm25_scores(docs, ["yeast"])
+    assert dict(zip(got["id"], got["bm25_score"], strict=True)) == pytest.approx(expected, abs=1e-6)
+    after = fetch_candidates(conn, collection, "yeast", None, candidates=1000).frame
+    assert len(after) == len(expected) + 1  # committed, and seen by the next search
+
+
 def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:
     """Lexemes with quotes, backslashes and tsquery operators in them match themselves."""
     import vecdash.search as search

@@ -3,9 +3,10 @@ BM25 or ts_rank_cd keyword arm, fused by convex combination or reciprocal rank f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -320,48 +321,51 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if rankers else None
     on_the_fly = "bm25" in rankers and relid is None
-    terms = _term_stats(conn, c, relid, query) if relid is not None else None
-    # A long query: the lexemes the keyword arms rank by, of how many.
-    keep: list[str] | None = None
-    of = 0
-    if max_lexemes is not None and terms is not None and len(terms.lexemes) > max_lexemes:
-        of, terms = len(terms.lexemes), terms.rarest(max_lexemes)
-        keep = terms.lexemes
-    elif max_lexemes is not None and rankers and relid is None:
-        keep, of = _first_lexemes(conn, c, query, max_lexemes)
-    theta = (_prune_threshold(terms, candidates=candidates, k1=k1, b=b)
-             if terms is not None and prune and "bm25" in rankers else None)
-    match = _match_query(terms, theta, k1=k1, b=b) if terms and theta is not None else None
-    arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, terms, on_the_fly, keep=keep,
-                           match=match, candidates=candidates, k1=k1, b=b)
-    # The one row with a NULL id carries the query's lexemes even when no arm found anything.
-    lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
-    rows = [r for r in rows if r[0] is not None]
-    scores = {arm: {r[0]: r[i] for r in rows if r[i] is not None}
-              for i, arm in enumerate(arms, start=1)}
-    if terms and theta is not None and match is not None:
-        got = sorted(scores["bm25"].values(), reverse=True)
-        # Every row left out scores below theta, so when ``candidates`` scored rows reach it the
-        # top is exact. If not, the keyword arm runs once more: with the threshold lowered to the
-        # score of the ``candidates``-th row found (then those rows reach it), or over every
-        # matching row when the first pass found fewer; in both cases only over the rows the
-        # first pass did not match.
-        if len(got) < candidates or got[candidates - 1] < theta:
-            wider = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
-                     if len(got) >= candidates else None)
-            if wider is None:
-                wider = " | ".join(_tsquery_lexeme(x) for x in terms.lexemes)
-            # The rows the first pass matched are scored already, and the ones it left out of
-            # its top rank below that top: the second pass scores only rows it did not match
-            # (the GIN index leaves those out), and the two tops merge.
-            if match:  # empty when no set of lexemes could reach the first threshold
-                wider = f"({wider}) & !({match})"
-            _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, terms, False, keep=keep,
-                                 match=wider, candidates=candidates, k1=k1, b=b)
-            merged = scores["bm25"] | {r[0]: r[1] for r in again
-                                       if r[0] is not None and r[1] is not None}
-            best = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:candidates]
-            scores["bm25"] = dict(best)
+    # One snapshot for the statistics and every pass: scores, pruning bounds and the rows
+    # they cover agree even while another connection loads or deletes documents.
+    with _one_snapshot(conn):
+        terms = _term_stats(conn, c, relid, query) if relid is not None else None
+        # A long query: the lexemes the keyword arms rank by, of how many.
+        keep: list[str] | None = None
+        of = 0
+        if max_lexemes is not None and terms is not None and len(terms.lexemes) > max_lexemes:
+            of, terms = len(terms.lexemes), terms.rarest(max_lexemes)
+            keep = terms.lexemes
+        elif max_lexemes is not None and rankers and relid is None:
+            keep, of = _first_lexemes(conn, c, query, max_lexemes)
+        theta = (_prune_threshold(terms, candidates=candidates, k1=k1, b=b)
+                 if terms is not None and prune and "bm25" in rankers else None)
+        match = _match_query(terms, theta, k1=k1, b=b) if terms and theta is not None else None
+        arms, rows = _arm_rows(conn, c, query, vector, rankers, flt, terms, on_the_fly, keep=keep,
+                               match=match, candidates=candidates, k1=k1, b=b)
+        # The one row with a NULL id carries the query's lexemes even when no arm found anything.
+        lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
+        rows = [r for r in rows if r[0] is not None]
+        scores = {arm: {r[0]: r[i] for r in rows if r[i] is not None}
+                  for i, arm in enumerate(arms, start=1)}
+        if terms and theta is not None and match is not None:
+            got = sorted(scores["bm25"].values(), reverse=True)
+            # Every row left out scores below theta, so when ``candidates`` scored rows reach it the
+            # top is exact. If not, the keyword arm runs once more: with the threshold lowered to the
+            # score of the ``candidates``-th row found (then those rows reach it), or over every
+            # matching row when the first pass found fewer; in both cases only over the rows the
+            # first pass did not match.
+            if len(got) < candidates or got[candidates - 1] < theta:
+                wider = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
+                         if len(got) >= candidates else None)
+                if wider is None:
+                    wider = " | ".join(_tsquery_lexeme(x) for x in terms.lexemes)
+                # The rows the first pass matched are scored already, and the ones it left out of
+                # its top rank below that top: the second pass scores only rows it did not match
+                # (the GIN index leaves those out), and the two tops merge.
+                if match:  # empty when no set of lexemes could reach the first threshold
+                    wider = f"({wider}) & !({match})"
+                _, again = _arm_rows(conn, c, query, None, ("bm25",), flt, terms, False, keep=keep,
+                                     match=wider, candidates=candidates, k1=k1, b=b)
+                merged = scores["bm25"] | {r[0]: r[1] for r in again
+                                           if r[0] is not None and r[1] is not None}
+                best = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:candidates]
+                scores["bm25"] = dict(best)
     keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
     ids = np.array([str(key) for key in keys], dtype=object)
     id_rank = id_ranks(ids)
@@ -397,6 +401,23 @@ def fetch_candidates(
                      "arm runs to_tsvector and the statistics on the fly (a full table scan per "
                      "query).")
     return Candidates(columns, lexemes, rankers, on_the_fly, notes)
+
+
+@contextlib.contextmanager
+def _one_snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Run the enclosed reads in one REPEATABLE READ, read-only transaction, unless ``conn`` is
+    not in autocommit mode or is in a transaction already (the caller's then applies)."""
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        yield
+        return
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _arm_rows(
