@@ -121,7 +121,7 @@ Fusion = Literal["convex", "rrf"]
 KEYWORD_RANKERS: tuple[KeywordRanker, ...] = ("bm25", "ts_rank_cd")
 FUSIONS: tuple[Fusion, ...] = ("convex", "rrf")
 MAX_CANDIDATES = 1000
-MAX_QUERY_LEXEMES = 32  # BM25 of a longer query: its rarest lexemes (see fetch_candidates)
+MAX_QUERY_LEXEMES = 32  # keyword arms of a longer query: its rarest lexemes (see fetch_candidates)
 HYBRID_COLUMNS = [
     "rank", "id", "external_id", "title", "category", "fused_score", "semantic_score",
     "semantic_rank", "keyword_score", "keyword_rank", "source", "snippet", "snippet_text",
