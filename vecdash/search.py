@@ -354,7 +354,7 @@ def fetch_candidates(
                 wider = (_match_query(terms, got[candidates - 1], k1=k1, b=b)
                          if len(got) >= candidates else None)
                 if wider is None:
-                    wider = " | ".join(_tsquery_lexeme(x) for x in terms.lexemes)
+                    wider = terms.any_tsquery()
                 # The rows the first pass matched are scored already, and the ones it left out of
                 # its top rank below that top: the second pass scores only rows it did not match
                 # (the GIN index leaves those out), and the two tops merge.
@@ -389,13 +389,12 @@ def fetch_candidates(
         notes.append("The query has no searchable words (only stopwords or punctuation), so the "
                      "keyword arm is empty.")
     if keep is not None:
-        notes.append(
-            f"The query has {of} distinct words that occur in {c.name!r}; the keyword arm ranks "
-            f"by the {len(keep)} rarest of them, the most distinctive (as Lucene's MoreLikeThis "
-            "does with a long text), since scoring time grows with a query's words."
-            if terms is not None else
-            f"The query has {of} distinct words; the keyword arm ranks by the first {len(keep)} "
-            "of them, since scoring time grows with a query's words.")
+        counted, used = (
+            (f" that occur in {c.name!r}", f"the {len(keep)} rarest of them, the most distinctive "
+             "(as Lucene's MoreLikeThis does with a long text)") if terms is not None
+            else ("", f"the first {len(keep)} of them"))
+        notes.append(f"The query has {of} distinct words{counted}; the keyword arm ranks by "
+                     f"{used}, since scoring time grows with a query's words.")
     if on_the_fly or (rankers and not c.tsv_column):
         notes.append(f"{c.name!r} has no stored tsvector with BM25 statistics, so the keyword "
                      "arm runs to_tsvector and the statistics on the fly (a full table scan per "
@@ -475,7 +474,7 @@ def _arm_rows(
             # subquery is kept apart (OFFSET 0) so each rank is computed once per row; the
             # arithmetic over them is cheap enough to repeat.
             lexq_params = [_tsquery_lexeme(x) for x in terms.lexemes]
-            params.update(lexq=lexq_params, lexq_any=" | ".join(lexq_params),
+            params.update(lexq=lexq_params, lexq_any=terms.any_tsquery(),
                           idf=[float(x) for x in terms.idf()], avglen=terms.avglen)
             n = len(terms.lexemes)
             lexq = [sql.SQL("(SELECT lexq[{}] FROM kq)").format(sql.Literal(i + 1))
@@ -583,6 +582,10 @@ class TermStats:
 
     def idf(self) -> np.ndarray:
         return np.log(1 + (self.docs - self.df + 0.5) / (self.df + 0.5))
+
+    def any_tsquery(self) -> str:
+        """The tsquery text matching a row that holds any of the lexemes."""
+        return " | ".join(_tsquery_lexeme(x) for x in self.lexemes)
 
     def rarest(self, n: int) -> TermStats:
         """The ``n`` lexemes with the largest idf (the smallest df; ties: in lexeme order)."""
