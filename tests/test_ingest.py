@@ -166,3 +166,42 @@ def test_overlapped_batches_dedupe_against_each_other(
         assert conn.info.transaction_status == 0  # the caller's connection is idle and usable
     finally:
         drop_collection(conn, unique_name)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
+    conn: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch, parallel: bool
+) -> None:
+    """Rows that bring their vectors are not looked up before the COPY; a stored row then fails
+    the batch on a unique key, and the batch is written again without it: counted the same as a
+    checked load, nothing written twice or lost."""
+    import vecdash.ingest as ingest
+
+    lookups: list[str] = []
+    stored_values = ingest._stored_values
+
+    def counting(conn: Any, collection: Any, column: str, values: list[str]) -> set[str]:
+        lookups.append(column)
+        return stored_values(conn, collection, column, values)
+
+    monkeypatch.setattr(ingest, "_stored_values", counting)
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    try:
+        first = [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(30)]
+        first.append(Record("doc 0", external_id="again-0", embedding=[0, 1]))  # batch 11 of 11
+        report = ingest_records(conn, c, first, batch_size=3, parallel=parallel)
+        # the repeat of doc 0 comes long after its batch committed: the unique key catches it
+        assert (report.inserted, report.skipped_duplicates, report.failed) == (30, 1, [])
+        assert lookups == ["content_hash", "external_id"]  # only for the batch that met it
+        lookups.clear()
+        second = [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(25, 40)]
+        second += [Record("changed", external_id="e3", embedding=[3, 3]),  # id stored
+                   Record("doc 7", external_id="copy-of-7", embedding=[7, 1])]  # text stored
+        report = ingest_records(conn, c, second, batch_size=4, parallel=parallel)
+        assert (report.inserted, report.skipped_duplicates) == (10, 6)
+        assert [(f.external_id, f.reason) for f in report.failed] == [("e3", ingest._ID_TAKEN)]
+        assert lookups[:2] == ["content_hash", "external_id"]  # then every batch is checked
+        rows = conn.execute(f'SELECT external_id, content FROM "{unique_name}"').fetchall()
+        assert sorted(rows) == sorted((f"e{i}", f"doc {i}") for i in range(40))
+    finally:
+        drop_collection(conn, unique_name)

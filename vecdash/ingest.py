@@ -37,6 +37,11 @@ _JSON = json.JSONEncoder(default=str)
 # Batches written at once by background connections (see ingest_records): two keep both cores
 # of a small machine busy; the server's row locks order what they share (statistics, registry).
 WRITERS = 2
+# The columns a batch's COPY rows carry, in order.
+COPY_COLUMNS = ("external_id", "title", "content", "category", "metadata", "content_hash",
+                "created_at", "embedding")
+_ID, _HASH = COPY_COLUMNS.index("external_id"), COPY_COLUMNS.index("content_hash")
+_ID_TAKEN = "another document with this id is already stored (different content)"
 
 
 @dataclass
@@ -214,7 +219,7 @@ def ingest_records(
                     "it again to continue: stored documents are skipped."
                 )
             prepared = _prepare_batch(conn, collection, batch, embedder, report, use_cache,
-                                      writer.pending_keys())
+                                      writer.pending_keys(), check_stored=writer.check_stored)
             report.batches += 1
             writer.submit(prepared, len(batch), alone=last and writer.submitted == 0)
         writer.finish()
@@ -223,11 +228,13 @@ def ingest_records(
 
 @dataclass
 class _Batch:
-    """A batch ready to write: COPY rows, and its content hashes and external ids."""
+    """A batch ready to write: COPY rows (COPY_COLUMNS), and its content hashes and external
+    ids; ``unchecked``: prepared without looking up which of its rows are stored already."""
 
     rows: list[tuple[Any, ...]]
     hashes: set[str]
     external_ids: set[str]
+    unchecked: bool = False
 
 
 def _with_last(batches: Iterator[list[Record]]) -> Iterator[tuple[list[Record], bool]]:
@@ -243,7 +250,12 @@ class _Writer:
     """Writes prepared batches: on ``conn`` itself (a load of one batch, or no ``overlap``), or
     on up to WRITERS other connections, each from a background thread, so the server indexes
     batches while this thread prepares the next one. ``pending_keys`` are the hashes and external
-    ids of the batches in flight. Batches are collected (counted, progress reported) in order."""
+    ids of the batches in flight. Batches are collected (counted, progress reported) in order.
+
+    An unchecked batch (see _prepare_batch) that meets a stored row fails on a unique key and
+    rolls back whole; it is then written again on ``conn`` without its stored rows, which are
+    counted (skipped duplicates, ids taken), and from then on batches are prepared checked
+    (``check_stored``): this collection holds rows of this load."""
 
     def __init__(self, conn: psycopg.Connection[Any], collection: Collection,
                  report: IngestReport, progress: ProgressCallback | None, *, overlap: bool):
@@ -253,6 +265,7 @@ class _Writer:
         self.progress = progress
         self.overlap = overlap
         self.submitted = 0
+        self.check_stored = False
         self.idle: list[psycopg.Connection[Any]] = []
         self.opened: list[psycopg.Connection[Any]] = []
         self.pool: ThreadPoolExecutor | None = None
@@ -291,7 +304,13 @@ class _Writer:
         self.submitted += 1
         if not self.overlap or alone:
             self.finish()
-            self._done(_write_batch(self.conn, self.collection, batch.rows), size)
+            try:
+                inserted = _write_batch(self.conn, self.collection, batch.rows)
+            except psycopg.errors.UniqueViolation:
+                if not batch.unchecked:
+                    raise
+                inserted = self._write_checked(batch)
+            self._done(inserted, size)
             return
         if len(self.in_flight) >= WRITERS:
             self._collect_one()
@@ -316,11 +335,28 @@ class _Writer:
             self._collect_one()
 
     def _collect_one(self) -> None:
-        future, _, other, size = self.in_flight[0]
-        inserted = future.result()  # an error leaves it in flight for __exit__ to wait on
-        self.in_flight.popleft()
-        self.idle.append(other)
+        future, batch, other, size = self.in_flight[0]
+        try:
+            inserted = future.result()  # an error leaves it in flight for __exit__ to wait on
+        except psycopg.errors.UniqueViolation:
+            if not batch.unchecked:
+                raise
+            self.in_flight.popleft()
+            self.idle.append(other)
+            inserted = self._write_checked(batch)
+        else:
+            self.in_flight.popleft()
+            self.idle.append(other)
         self._done(inserted, size)
+
+    def _write_checked(self, batch: _Batch) -> int:
+        """Write an unchecked batch that met a stored row again, without its stored rows. The
+        batches in flight cannot hold its rows or ids (pending keys), so none of them waits."""
+        self.check_stored = True
+        keep = _unstored(self.conn, self.collection,
+                         [(row[_HASH], row[_ID]) for row in batch.rows], self.report)
+        rows = [row for row, new in zip(batch.rows, keep, strict=True) if new]
+        return _write_batch(self.conn, self.collection, rows) if rows else 0
 
     def _done(self, inserted: int, processed: int) -> None:
         self.report.inserted += inserted
@@ -337,11 +373,19 @@ def _prepare_batch(
     report: IngestReport,
     use_cache: bool,
     pending: tuple[set[str], set[str]],
+    *,
+    check_stored: bool = True,
 ) -> _Batch | None:
     """Validate, dedupe (against stored rows and the hashes and external ids of the ``pending``
     batches, still being written), embed and pack one batch; None when nothing in it is new.
     The report's failures and skipped duplicates are counted here; rows processed and inserted
-    when the batch commits."""
+    when the batch commits.
+
+    Without ``check_stored``, a batch whose records all bring their vectors is not looked up
+    against the stored rows (two index searches per row): a load of new rows, the usual case,
+    goes straight to COPY, and a stored row makes the COPY fail on a unique key, after which the
+    _Writer writes the batch again, checked. Rows to embed are always looked up first, so no
+    stored row is embedded again."""
     pending_hashes, pending_ids = pending
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
@@ -364,32 +408,15 @@ def _prepare_batch(
         ready.append((rec, h, ext))
     if not ready:
         return None
-    table = collection.table
-    hashes = [h for _, h, _ in ready]
-    stored = {
-        r[0]
-        for r in conn.execute(
-            sql.SQL("SELECT content_hash FROM {} WHERE content_hash = ANY(%b)").format(table),
-            (hashes,),
-        ).fetchall()
-    }
-    fresh = [(rec, h, ext) for rec, h, ext in ready if h not in stored]
-    report.skipped_duplicates += len(ready) - len(fresh)
-    taken = {
-        r[0]
-        for r in conn.execute(
-            sql.SQL("SELECT external_id FROM {} WHERE external_id = ANY(%b)").format(table),
-            ([ext for _, _, ext in fresh],),
-        ).fetchall()
-    }
-    taken |= pending_ids
+    unchecked = not check_stored and all(rec.embedding is not None for rec, _, _ in ready)
+    if not unchecked:
+        keep = _unstored(conn, collection, [(h, ext) for _, h, ext in ready], report)
+        ready = [item for item, new in zip(ready, keep, strict=True) if new]
     kept: list[tuple[Record, str, str]] = []
     ids_in_batch: set[str] = set()
-    for rec, h, ext in fresh:
-        if ext in taken or ext in ids_in_batch:
-            report.failed.append(
-                Failure(ext, "another document with this id is already stored (different content)")
-            )
+    for rec, h, ext in ready:
+        if ext in pending_ids or ext in ids_in_batch:
+            report.failed.append(Failure(ext, _ID_TAKEN))
             continue
         ids_in_batch.add(ext)
         kept.append((rec, h, ext))
@@ -405,11 +432,15 @@ def _prepare_batch(
         rows.append((rec, h, ext))
     if not rows:
         return None
-    matrix = np.zeros((len(rows), collection.dimension), dtype=np.float32)
-    given = [i for i, (rec, _, _) in enumerate(kept) if not problems[i] and rec.embedding is not None]
-    if given:
-        positions = np.setdiff1d(np.arange(len(rows)), np.asarray(need, dtype=np.int64))
-        matrix[positions] = vectors[given]
+    if not need and len(rows) == len(vectors):
+        matrix = vectors  # every record brought a good vector: the usual precomputed load
+    else:
+        matrix = np.zeros((len(rows), collection.dimension), dtype=np.float32)
+        given = [i for i, (rec, _, _) in enumerate(kept)
+                 if not problems[i] and rec.embedding is not None]
+        if given:
+            positions = np.setdiff1d(np.arange(len(rows)), np.asarray(need, dtype=np.int64))
+            matrix[positions] = vectors[given]
     if need:
         if embedder is None:
             raise InvalidInput(
@@ -420,7 +451,7 @@ def _prepare_batch(
         matrix[need] = _embed_with_cache(conn, collection, embedder, texts, report, use_cache)
     if collection.metric == "cosine":
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+        matrix /= np.where(norms > 0, norms, 1.0)  # in place: the matrix is this batch's own
     packed = pack_vectors(matrix, collection.vector_type)
     now = datetime.now(UTC)
     # jsonb travels in its binary input format: a version byte (1) and the JSON text.
@@ -431,20 +462,51 @@ def _prepare_batch(
               for (rec, h, ext), vec_bytes in zip(rows, packed, strict=True)],
         hashes={h for _, h, _ in rows},
         external_ids={ext for _, _, ext in rows},
+        unchecked=unchecked,
     )
 
 
+def _unstored(conn: psycopg.Connection[Any], collection: Collection,
+              keys: list[tuple[str, str]], report: IngestReport) -> list[bool]:
+    """Which rows, given as (content hash, external id), are new to the collection. A row whose
+    content is stored is counted as a skipped duplicate; one whose id is stored with other
+    content, as a failure."""
+    stored = _stored_values(conn, collection, "content_hash", [h for h, _ in keys])
+    fresh = [h not in stored for h, _ in keys]
+    report.skipped_duplicates += fresh.count(False)
+    taken = _stored_values(conn, collection, "external_id",
+                           [ext for (_, ext), new in zip(keys, fresh, strict=True) if new])
+    keep = []
+    for (_, ext), new in zip(keys, fresh, strict=True):
+        if new and ext in taken:
+            report.failed.append(Failure(ext, _ID_TAKEN))
+            new = False
+        keep.append(new)
+    return keep
+
+
+def _stored_values(conn: psycopg.Connection[Any], collection: Collection, column: str,
+                   values: list[str]) -> set[str]:
+    """Those of ``values`` that the collection's ``column`` holds (one index search each)."""
+    if not values:
+        return set()
+    query = sql.SQL("SELECT {col} FROM {table} WHERE {col} = ANY(%b)").format(
+        col=sql.Identifier(column), table=collection.table)
+    return {r[0] for r in conn.execute(query, (values,)).fetchall()}
+
+
 def _given_vectors(vectors: list[Any], dimension: int) -> tuple[np.ndarray, list[str]]:
-    """The records' own vectors as one float32 matrix (zeros where missing or bad) and a problem
-    per record ("" when fine or missing), checked for the whole batch at once when they are all
-    float32 arrays of the right shape (the common case for precomputed vectors)."""
+    """The records' own vectors as a new float32 matrix (zeros where missing or bad) and a
+    problem per record ("" when fine or missing), checked for the whole batch at once when they
+    are all float32 arrays of the right shape (the common case for precomputed vectors)."""
     n = len(vectors)
     if n and all(isinstance(v, np.ndarray) and v.shape == (dimension,) and v.dtype == np.float32
                  for v in vectors):
         matrix = np.stack(vectors)
         finite = np.isfinite(matrix).all(axis=1)
-        return np.where(finite[:, None], matrix, 0), [
-            "" if ok else "the vector contains NaN or infinite values" for ok in finite]
+        if not finite.all():
+            matrix[~finite] = 0
+        return matrix, ["" if ok else "the vector contains NaN or infinite values" for ok in finite]
     matrix = np.zeros((n, dimension), dtype=np.float32)
     problems = [""] * n
     for i, vec in enumerate(vectors):
@@ -461,10 +523,8 @@ def _given_vectors(vectors: list[Any], dimension: int) -> tuple[np.ndarray, list
 def _write_batch(conn: psycopg.Connection[Any], collection: Collection,
                  rows: list[tuple[Any, ...]]) -> int:
     """One binary COPY and the data_version bump, in one transaction; returns the rows written."""
-    copy_sql = sql.SQL(
-        "COPY {} (external_id, title, content, category, metadata, content_hash, created_at, "
-        "embedding) FROM STDIN (FORMAT BINARY)"
-    ).format(collection.table)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        collection.table, sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
     with conn.transaction():
         # The BM25 triggers read the batch back from a transition table: with the default 4MB of
         # work_mem a batch of wide rows (vectors) spills to a temporary file and is read back.
@@ -485,10 +545,10 @@ def pack_vectors(matrix: np.ndarray, vector_type: str) -> list[bytes]:
     """Rows of ``matrix`` in pgvector's binary input format, packed for a whole batch at once:
     int16 dimension, int16 zero, then big-endian float32 (vector) or float16 (halfvec) values."""
     n, dim = matrix.shape
-    body = matrix.astype(">f4" if vector_type == "vector" else ">f2").view(np.uint8).reshape(n, -1)
-    packed = np.empty((n, 4 + body.shape[1]), dtype=np.uint8)
+    value = np.dtype(">f4" if vector_type == "vector" else ">f2")
+    packed = np.empty((n, 4 + dim * value.itemsize), dtype=np.uint8)
     packed[:, :4] = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
-    packed[:, 4:] = body
+    packed[:, 4:].view(value)[:] = matrix  # converted to big-endian in place, no copy between
     blob, width = packed.tobytes(), packed.shape[1]
     return [blob[i * width:(i + 1) * width] for i in range(n)]
 
