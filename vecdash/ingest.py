@@ -37,9 +37,12 @@ _JSON = json.JSONEncoder(default=str)
 # Batches written at once by background connections (see ingest_records): two keep both cores
 # of a small machine busy; the server's row locks order what they share (statistics, registry).
 WRITERS = 2
-# The columns a batch's COPY rows carry, in order.
+# The columns a batch's COPY rows carry, in order, and the types their values are sent as: jsonb
+# and the vector travel as bytes already in their binary input formats (bytea's dumper passes
+# them through; binary COPY fields carry no type of their own).
 COPY_COLUMNS = ("external_id", "title", "content", "category", "metadata", "content_hash",
                 "created_at", "embedding")
+COPY_TYPES = ("text", "text", "text", "text", "bytea", "text", "timestamptz", "bytea")
 _ID, _HASH = COPY_COLUMNS.index("external_id"), COPY_COLUMNS.index("content_hash")
 _ID_TAKEN = "another document with this id is already stored (different content)"
 
@@ -532,9 +535,7 @@ def _write_batch(conn: psycopg.Connection[Any], collection: Collection,
         # The queued writer sends data from a thread, so the server parses and indexes rows
         # while Python formats the next ones.
         with conn.cursor() as cur, cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
-            # The vector column travels as bytes already in pgvector's binary input format
-            # (bytea's dumper passes them through; binary COPY fields carry no type of their own).
-            copy.set_types(["text", "text", "text", "text", "bytea", "text", "timestamptz", "bytea"])
+            copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
         bump_data_version(conn, collection.name)
