@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from vecdash.collections import create_collection, data_version, drop_collection
 from vecdash.embedders import LocalEmbedder
 from vecdash.errors import Cancelled, InvalidInput
-from vecdash.ingest import Record, content_hash, delete_documents, ingest_records
+from vecdash.ingest import Record, _GcPause, content_hash, delete_documents, ingest_records
 
 
 def count(conn: Any, name: str) -> int:
@@ -206,3 +207,37 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
         assert sorted(rows) == sorted((f"e{i}", f"doc {i}") for i in range(40))
     finally:
         drop_collection(conn, unique_name)
+
+
+def test_garbage_collector_is_paused_during_a_load_and_restored(conn: Any, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
+    assert gc.isenabled()
+    try:
+        during: list[bool] = []
+        records = [Record(f"doc {i}", embedding=[i, 1]) for i in range(6)]
+        ingest_records(conn, c, records, batch_size=2, progress=lambda r: during.append(gc.isenabled()))
+        assert during == [False] * 3 and gc.isenabled()
+        # restored after a load that fails, too
+        with pytest.raises(Cancelled):
+            ingest_records(conn, c, records, batch_size=2, should_cancel=lambda: True)
+        assert gc.isenabled()
+        # left off when the caller had switched it off
+        gc.disable()
+        try:
+            ingest_records(conn, c, [Record("doc 9", embedding=[9, 1])])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_gc_pause_lasts_until_the_last_concurrent_load_ends() -> None:
+    pause = _GcPause()
+    assert gc.isenabled()
+    pause.__enter__()
+    pause.__enter__()  # a second load starts while the first runs
+    pause.__exit__()
+    assert not gc.isenabled()  # the first ended; the second still runs
+    pause.__exit__()
+    assert gc.isenabled()

@@ -10,10 +10,12 @@ the exact text embedded), so loading the same texts into another collection call
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import math
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -175,6 +177,40 @@ def _check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np
     return arr, ""
 
 
+class _GcPause:
+    """Python's cyclic garbage collector paused while loads run (re-entrant across threads: the
+    first load to start pauses it, the last to finish restores it as it was).
+
+    A load makes and drops tens of thousands of tuples per batch, and the collector walks the
+    process's whole heap now and then while it runs (a dashboard process, with torch and
+    Streamlit imported, tracks about 500,000 objects). It holds the GIL meanwhile, so the
+    writer threads cannot feed COPY either: a 100,000-row load ran 12.6k rows/s with it and
+    16.2k without (bench/ingest_bench.py's rows in such a process). Reference counting still
+    frees what a load drops; garbage in reference cycles waits for the collector until the
+    load ends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loads = 0
+        self.was_enabled = False
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.loads == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.loads += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.loads -= 1
+            if self.loads == 0 and self.was_enabled:
+                gc.enable()
+
+
+_GC_PAUSE = _GcPause()
+
+
 def ingest_records(
     conn: psycopg.Connection[Any],
     collection: Collection,
@@ -199,7 +235,8 @@ def ingest_records(
     written by up to WRITERS other connections from background threads while this one prepares
     the next batch (validation, dedupe lookups, embedding, packing), so the server indexes
     batches while Python works on the next. Each batch is still one transaction; progress and the
-    report are updated on the calling thread as batches commit, in order.
+    report are updated on the calling thread as batches commit, in order. Python's cyclic
+    garbage collector is paused meanwhile (see _GcPause).
     """
     require_writable(conn)
     if not collection.managed:
@@ -212,7 +249,7 @@ def ingest_records(
         ensure_embedding_cache(conn)
     report = IngestReport()
     can_overlap = parallel and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    with _Writer(conn, collection, report, progress, overlap=can_overlap) as writer:
+    with _GC_PAUSE, _Writer(conn, collection, report, progress, overlap=can_overlap) as writer:
         for batch, last in _with_last(_batches(records, batch_size)):
             writer.poll()
             if should_cancel is not None and should_cancel():
