@@ -235,9 +235,12 @@ def test_garbage_collector_is_paused_during_a_load_and_restored(conn: Any, uniqu
 def test_gc_pause_lasts_until_the_last_concurrent_load_ends() -> None:
     pause = _GcPause()
     assert gc.isenabled()
-    pause.__enter__()
-    pause.__enter__()  # a second load starts while the first runs
-    pause.__exit__()
-    assert not gc.isenabled()  # the first ended; the second still runs
-    pause.__exit__()
-    assert gc.isenabled()
+    try:
+        pause.__enter__()
+        pause.__enter__()  # a second load starts while the first runs
+        pause.__exit__()
+        assert not gc.isenabled()  # the first ended; the second still runs
+        pause.__exit__()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
