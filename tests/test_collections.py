@@ -139,7 +139,7 @@ def test_tutorial_table_is_discovered_and_attached_in_place(conn: Any, unique_na
         assert hits["title"].iloc[0] == "t3"
         before = data_version(conn, c)
         drop_collection(conn, unique_name)  # unregisters only
-        count = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
         assert count == (5,)
         assert before.endswith(":5")
     finally:

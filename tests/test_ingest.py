@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from psycopg import sql
 
 from vecdash.collections import create_collection, data_version, drop_collection
 from vecdash.embedders import LocalEmbedder
@@ -13,7 +14,7 @@ from vecdash.ingest import Record, _GcPause, content_hash, delete_documents, ing
 
 
 def count(conn: Any, name: str) -> int:
-    row = conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
     return int(row[0])
 
 
@@ -33,8 +34,9 @@ def test_dedupe_empty_content_and_resume(conn: Any, unique_name: str, embedder: 
         assert embedder.calls == calls  # nothing re-embedded
         assert count(conn, unique_name) == 10
         # stored tsvector is filled by the server
-        row = conn.execute(f'SELECT tsv::text FROM "{unique_name}" WHERE external_id = %s',
-                           ("p2",)).fetchone()
+        tsv = sql.SQL("SELECT tsv::text FROM {} WHERE external_id = %s").format(
+            sql.Identifier(unique_name))
+        row = conn.execute(tsv, ("p2",)).fetchone()
         assert "'tide'" in row[0] and "'pool'" in row[0]
     finally:
         drop_collection(conn, unique_name)
@@ -78,7 +80,7 @@ def test_same_id_different_content_fails_without_overwrite(conn: Any, unique_nam
         ingest_records(conn, c, [Record("v1", external_id="x", embedding=[1, 0])])
         report = ingest_records(conn, c, [Record("v2", external_id="x", embedding=[0, 1])])
         assert report.inserted == 0 and "already stored" in report.failed[0].reason
-        row = conn.execute(f'SELECT content FROM "{unique_name}"').fetchone()
+        row = conn.execute(sql.SQL("SELECT content FROM {}").format(sql.Identifier(unique_name))).fetchone()
         assert row == ("v1",)
     finally:
         drop_collection(conn, unique_name)
@@ -158,7 +160,8 @@ def test_overlapped_batches_dedupe_against_each_other(
         assert seen == sorted(seen) and seen[-1] == 50  # progress counts committed batches
         # a batch that fails on the server (here: a row locked out by a check constraint added
         # behind vecdash's back) stops the load; what committed stays, and nothing is half-done
-        conn.execute(f'ALTER TABLE "{unique_name}" ADD CONSTRAINT no_x CHECK (content <> \'x 9\')')
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT no_x CHECK (content <> 'x 9')").format(
+            sql.Identifier(unique_name)))
         more = [Record(f"x {i}", embedding=[i, 2]) for i in range(20)]
         with pytest.raises(Exception, match="no_x"):
             ingest_records(conn, c, more, batch_size=4)
@@ -203,7 +206,8 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
         assert [(f.external_id, f.reason) for f in report.failed] == [("e3", ingest._ID_TAKEN)]
         # the first batch met stored rows: its retry, then every batch of the load, looks up
         assert lookups == ["content_hash", "external_id"] * 5
-        rows = conn.execute(f'SELECT external_id, content FROM "{unique_name}"').fetchall()
+        rows = conn.execute(sql.SQL("SELECT external_id, content FROM {}").format(
+            sql.Identifier(unique_name))).fetchall()
         assert sorted(rows) == sorted((f"e{i}", f"doc {i}") for i in range(40))
     finally:
         drop_collection(conn, unique_name)
