@@ -9,12 +9,12 @@ from typing import Any
 
 import streamlit as st
 
-from vecdash import db
+from vecdash import db, embedders
 from vecdash.collections import Collection, get_collection
 from vecdash.config import Settings
 from vecdash.demo import demo_documents, load_demo
-from vecdash.embedders import Embedder, LocalEmbedder, get_embedder
-from vecdash.errors import EmbedderError, VecdashError
+from vecdash.embedders import Embedder, LocalEmbedder
+from vecdash.errors import VecdashError
 
 
 def settings() -> Settings:
@@ -56,22 +56,10 @@ def openai_key() -> str:
 
 
 def embedder_for(collection: Collection) -> Embedder:
-    """The embedder that produced the collection's vectors, ready to embed queries."""
-    if collection.embedder == "local":
-        return local_embedder()
-    if collection.embedder == "openai":
-        dims = collection.dimension
-        return get_embedder(
-            "openai",
-            collection.model,
-            dimensions=dims if dims not in (1536, 3072) else None,
-            api_key=openai_key(),
-            base_url=settings().openai_base_url,
-        )
-    raise EmbedderError(
-        f"{collection.name!r} holds vectors from an unknown model ({collection.embedder}/"
-        f"{collection.model}), so text queries cannot be embedded for it."
-    )
+    """The embedder that produced the collection's vectors, ready to embed queries (the local
+    model shared by every session; the OpenAI key from the settings or st.secrets)."""
+    return embedders.embedder_for(collection, local=local_embedder, api_key=openai_key(),
+                                  base_url=settings().openai_base_url)
 
 
 def select_collection(name: str) -> None:
@@ -92,6 +80,17 @@ def current_collection() -> Collection | None:
         return None
     with connection() as conn:
         return get_collection(conn, name)
+
+
+def page_collection() -> Collection:
+    """The sidebar's collection, for a page that works on one: when there is none (or it cannot
+    be read) the hint or the error is shown and the rest of the page does not run."""
+    collection = None
+    with errors_shown():
+        collection = current_collection()
+    if collection is None:
+        st.stop()
+    return collection
 
 
 @contextmanager

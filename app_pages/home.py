@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from vecdash.collections import describe_collections, discover_tables, drop_collection
+from vecdash.collections import describe_collections, drop_collection
 from vecdash.demo import DEMO_COLLECTION
+from vecdash.discovery import discover_tables
 from vecdash.search import search_text
 
 st.title("vecdash")

@@ -334,30 +334,29 @@ def explain_section(collection: Collection, queries: ix.SampleQueries, setting: 
 
 if not read_only:
     synthetic_section()
-collection = ui.current_collection()
+collection = ui.page_collection()
 rows = 0
-if collection is not None:
-    with ui.errors_shown():
-        with ui.connection() as conn:
-            rows = ix.row_count(conn, collection)
-            indexes = ix.list_vector_indexes(conn, collection)
-        st.markdown(f"**{collection.name}** · {rows:,} rows · {collection.dimension} dimensions "
-                    f"({collection.vector_type}) · {METRIC_LABELS[collection.metric]} · "
-                    f"{collection.embedder}/{collection.model}")
-        st.subheader("Indexes")
-        show_build_message()
-        index_table(indexes)
-        invalid_section(collection, indexes)
-        if not read_only:
-            drop_section(collection, indexes)
-            build_section(collection, rows)
-            monitor_build()
-    with ui.errors_shown():
-        if rows == 0:
-            st.info("The collection is empty: load data (or generate synthetic vectors) first.")
-        else:
-            queries, setting, k, chosen = live_section(collection, indexes)
-            with ui.errors_shown():
-                sweep_section(collection, queries, k, setting.iterative_scan)
-            with ui.errors_shown():
-                explain_section(collection, queries, setting, k)
+with ui.errors_shown():
+    with ui.connection() as conn:
+        rows = ix.row_count(conn, collection)
+        indexes = ix.list_vector_indexes(conn, collection)
+    st.markdown(f"**{collection.name}** · {rows:,} rows · {collection.dimension} dimensions "
+                f"({collection.vector_type}) · {METRIC_LABELS[collection.metric]} · "
+                f"{collection.embedder}/{collection.model}")
+    st.subheader("Indexes")
+    show_build_message()
+    index_table(indexes)
+    invalid_section(collection, indexes)
+    if not read_only:
+        drop_section(collection, indexes)
+        build_section(collection, rows)
+        monitor_build()
+with ui.errors_shown():
+    if rows == 0:
+        st.info("The collection is empty: load data (or generate synthetic vectors) first.")
+    else:
+        queries, setting, k, chosen = live_section(collection, indexes)
+        with ui.errors_shown():
+            sweep_section(collection, queries, k, setting.iterative_scan)
+        with ui.errors_shown():
+            explain_section(collection, queries, setting, k)

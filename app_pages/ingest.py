@@ -17,12 +17,8 @@ import streamlit as st
 import ui
 from vecdash.chroma_import import import_chroma, list_chroma_collections
 from vecdash.chunking import CHUNK_MODES, ChunkSpec, chunk_records
-from vecdash.collections import (
-    METRIC_LABELS,
-    attach_table,
-    discover_tables,
-    list_collections,
-)
+from vecdash.collections import METRIC_LABELS, list_collections
+from vecdash.discovery import attach_table, discover_tables
 from vecdash.embedders import (
     LOCAL_DIMENSION,
     LOCAL_MODEL,
@@ -34,7 +30,9 @@ from vecdash.embedders import (
     get_embedder,
 )
 from vecdash.errors import VecdashError
-from vecdash.ingest import IngestReport, check_embedder, ingest_file, texts_to_embed
+from vecdash.ingest import check_embedder
+from vecdash.ingest_report import IngestReport
+from vecdash.loading import ingest_file
 from vecdash.readers import (
     ColumnMapping,
     ReadCounter,
@@ -45,6 +43,7 @@ from vecdash.readers import (
     guess_mapping,
     preview_rows,
 )
+from vecdash.records import texts_to_embed
 
 st.title("Ingest")
 st.caption("Bring your own documents: upload, map columns, chunk, embed and load with live "

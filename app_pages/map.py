@@ -15,10 +15,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from map_picture import PALETTE, render_png
 from vecdash.projection import (
     DEFAULT_SAMPLE,
     MAX_SAMPLE,
-    PALETTE,
     Placement,
     Projection,
     ProjectionParams,
@@ -30,7 +30,6 @@ from vecdash.projection import (
     metadata_values,
     pca_projection,
     place_vector,
-    render_png,
     sample_vectors,
 )
 from vecdash.search import embed_query, hybrid_search, semantic_search
@@ -42,9 +41,7 @@ st.caption(
     "neighbours; place a query to see where it lands and which documents it retrieves."
 )
 
-collection = ui.current_collection()
-if collection is None:
-    st.stop()
+collection = ui.page_collection()
 
 # ---------------------------------------------------------------- controls
 controls = st.columns([1, 1, 1, 1, 1])

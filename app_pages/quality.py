@@ -11,27 +11,20 @@ import streamlit as st
 
 import ui
 from vecdash.demo import DEMO_COLLECTION
+from vecdash.labels import LabeledSet, demo_labeled_set, labeled_set, problems_frame
 from vecdash.quality import (
     Config,
-    LabeledSet,
     best_setting,
     compare_configs,
-    demo_labeled_set,
-    labeled_set,
     measure_names,
     metrics_table,
-    problems_frame,
     run_labeled_queries,
     standard_configs,
     sweep,
 )
 
 st.title("Quality Lab")
-collection = None
-with ui.errors_shown():
-    collection = ui.current_collection()
-if collection is None:
-    st.stop()
+collection = ui.page_collection()
 
 st.caption(
     "Run labeled queries (queries + graded relevance judgments) and measure nDCG@10, Recall@k, "

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from vecdash.bm25 import DEFAULT_B, DEFAULT_K1
 from vecdash.search import (
     FUSIONS,
     KEYWORD_RANKERS,
@@ -37,11 +38,7 @@ if "q" in st.query_params and "search_query" not in st.session_state:
     st.session_state["search_query"] = st.query_params["q"]
 
 st.title("Search")
-collection = None
-with ui.errors_shown():
-    collection = ui.current_collection()
-if collection is None:
-    st.stop()
+collection = ui.page_collection()
 
 with ui.errors_shown():
     with ui.connection() as conn:
@@ -80,9 +77,9 @@ with st.expander("Keyword ranker, RRF and filters"):
                                format_func=RANKER_LABELS.__getitem__)
     rrf_k = cols[1].number_input("RRF k", 1, 1000, 60, key="search_rrf_k",
                                  disabled=fusion != "rrf")
-    k1 = cols[2].number_input("BM25 k1", 0.1, 10.0, 1.2, 0.1, key="search_k1",
+    k1 = cols[2].number_input("BM25 k1", 0.1, 10.0, DEFAULT_K1, 0.1, key="search_k1",
                               disabled=ranker != "bm25")
-    b = cols[3].number_input("BM25 b", 0.0, 1.0, 0.75, 0.05, key="search_b",
+    b = cols[3].number_input("BM25 b", 0.0, 1.0, DEFAULT_B, 0.05, key="search_b",
                              disabled=ranker != "bm25")
     fcols = st.columns(4)
     picked = fcols[0].multiselect("Categories", categories, key="search_categories",

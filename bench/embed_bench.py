@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vecdash import db  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
 from vecdash.embedders import LocalEmbedder, load_local_model  # noqa: E402
-from vecdash.ingest import ingest_file  # noqa: E402
+from vecdash.loading import ingest_file  # noqa: E402
 
 
 def timed(fn: Any) -> tuple[float, float, Any]:

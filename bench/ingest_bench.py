@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vecdash import db  # noqa: E402
 from vecdash.collections import create_collection, drop_collection  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
-from vecdash.ingest import Record, ingest_records  # noqa: E402
+from vecdash.ingest import ingest_records  # noqa: E402
+from vecdash.records import Record  # noqa: E402
 
 WORDS = ("vector index recall latency postgres query embedding cluster neighbour search "
          "keyword semantic hybrid table column batch copy insert transaction").split()

@@ -35,7 +35,7 @@ import platformdirs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
-from vecdash.ingest import Record, embed_text  # noqa: E402
+from vecdash.records import Record, embed_text  # noqa: E402
 
 CACHE = Path(platformdirs.user_cache_dir("vecdash")) / "bench"
 HARVEST_VERSION = 2  # part of the harvest cache's key: raise it when _paragraphs changes

@@ -58,7 +58,8 @@ from vecdash.demo import DEMO_COLLECTION, demo_documents, load_demo  # noqa: E40
 from vecdash.embedders import LocalEmbedder  # noqa: E402
 from vecdash.errors import NotFound  # noqa: E402
 from vecdash.ingest import Record, ingest_records  # noqa: E402
-from vecdash.quality import demo_labeled_set, run_labeled_queries, sweep  # noqa: E402
+from vecdash.labels import demo_labeled_set  # noqa: E402
+from vecdash.quality import run_labeled_queries, sweep  # noqa: E402
 from vecdash.search import fetch_candidates, hybrid_search, semantic_search  # noqa: E402
 
 BIG = "bench_search_100k"

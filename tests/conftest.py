@@ -10,10 +10,12 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from vecdash import db
 from vecdash.collections import Collection
@@ -68,3 +70,27 @@ def demo(pool: Any, embedder: LocalEmbedder) -> Collection:
 @pytest.fixture
 def unique_name() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PageOpener = Callable[..., AppTest]
+
+
+@pytest.fixture
+def open_page(settings: Settings) -> PageOpener:
+    """Open the app under AppTest (on the session's server), optionally with a collection
+    picked and switched to a page; every run must end without an exception."""
+
+    def opener(page: str | None = None, *, collection: str | None = None,
+               timeout: int = 300) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=timeout)
+        if collection is not None:
+            at.session_state["collection"] = collection
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        if page is not None:
+            at.switch_page(page).run()
+            assert not at.exception, [e.message for e in at.exception]
+        return at
+
+    return opener

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import PageOpener
 from vecdash.collections import Collection, drop_collection, get_collection
 from vecdash.demo import demo_documents
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def run_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def search_button(at: AppTest) -> Any:
     return next(b for b in at.button if b.label == "Search")
 
 
-def test_shell_shows_database_and_collection_picker(demo: Collection) -> None:
-    at = run_app()
+def test_shell_shows_database_and_collection_picker(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page(timeout=180)
     sidebar_text = " ".join(m.value for m in at.sidebar.markdown)
     assert "embedded / vecdash" in sidebar_text
     captions = " ".join(c.value for c in at.sidebar.caption)
@@ -35,8 +26,8 @@ def test_shell_shows_database_and_collection_picker(demo: Collection) -> None:
     assert "demo" in picker.options and picker.value == "demo"
 
 
-def test_home_lists_collections_and_searches(demo: Collection) -> None:
-    at = run_app()
+def test_home_lists_collections_and_searches(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page(timeout=180)
     frame = at.dataframe[0].value
     row = frame[frame["collection"] == "demo"].iloc[0]
     assert row["rows"] == len(demo_documents())
@@ -49,22 +40,23 @@ def test_home_lists_collections_and_searches(demo: Collection) -> None:
     assert results[0].startswith("**1.")
 
 
-def test_home_empty_query_shows_message(demo: Collection) -> None:
-    at = run_app()
+def test_home_empty_query_shows_message(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page(timeout=180)
     search_button(at).click().run()
     assert any("empty" in e.value for e in at.error)
 
 
-def test_read_only_hides_writes(demo: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_hides_writes(
+    open_page: PageOpener, demo: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECDASH_READ_ONLY", "1")
-    at = run_app()
+    at = open_page(timeout=180)
     labels = [b.label for b in at.button]
     assert "Reload demo collection" not in labels
     assert any("Read-only" in w.value for w in at.sidebar.warning)
 
 
-def test_home_reloads_demo_with_progress(demo: Collection) -> None:
-    at = run_app()
+def test_home_reloads_demo_with_progress(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page(timeout=180)
     reload_button = next(b for b in at.button if b.label == "Reload demo collection")
     reload_button.click().run()
     assert not at.exception, [e.message for e in at.exception]
@@ -72,13 +64,14 @@ def test_home_reloads_demo_with_progress(demo: Collection) -> None:
     assert frame[frame["collection"] == "demo"].iloc[0]["rows"] == len(demo_documents())
 
 
-def test_tutorial_table_shows_on_home_and_attaches_on_ingest(conn: Any, unique_name: str,
+def test_tutorial_table_shows_on_home_and_attaches_on_ingest(
+    open_page: PageOpener, conn: Any, unique_name: str,
                                                              demo: Collection) -> None:
     table = f"documents_{unique_name}"
     conn.execute(f'CREATE TABLE "{table}" (id bigserial PRIMARY KEY, title text, content text, '
                  "category text, embedding vector(1536))")
     try:
-        at = run_app()
+        at = open_page(timeout=180)
         assert any("not attached yet" in s.value for s in at.subheader)
         assert any(table in m.value for m in at.markdown)
         at.switch_page("app_pages/ingest.py").run()

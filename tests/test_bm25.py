@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from vecdash.bm25 import bm25_installed, bm25_scores, ensure_bm25, stored_stats
-from vecdash.collections import Collection, attach_table, create_collection, drop_collection
+from vecdash.bm25 import (
+    DEFAULT_B,
+    DEFAULT_K1,
+    bm25_installed,
+    bm25_scores,
+    ensure_bm25,
+    stored_stats,
+)
+from vecdash.collections import Collection, create_collection, drop_collection
+from vecdash.discovery import attach_table
 from vecdash.ingest import Record, delete_documents, ingest_records
 from vecdash.search import fetch_candidates
 
@@ -74,7 +82,7 @@ def query_lexemes(conn: Any, query: str, config: str = "english") -> list[str]:
 
 
 def check_scores(conn: Any, c: Collection, docs: dict[str, dict[str, int]], *,
-                 k1: float = 1.2, b: float = 0.75) -> int:
+                 k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> int:
     compared = 0
     for q in QUERIES:
         got = fetch_candidates(conn, c, q, None, candidates=1000, keyword_rankers=("bm25",),
@@ -90,7 +98,7 @@ def check_scores(conn: Any, c: Collection, docs: dict[str, dict[str, int]], *,
     return compared
 
 
-@pytest.mark.parametrize(("k1", "b"), [(1.2, 0.75), (2.0, 0.3), (0.5, 1.0), (1.2, 0.0)])
+@pytest.mark.parametrize(("k1", "b"), [(DEFAULT_K1, DEFAULT_B), (2.0, 0.3), (0.5, 1.0), (1.2, 0.0)])
 def test_bm25_sql_equals_python(conn: Any, collection: Collection, k1: float, b: float) -> None:
     docs = term_frequencies(conn, collection.table, sql.SQL("t.tsv"))
     assert check_scores(conn, collection, docs, k1=k1, b=b) > 20
@@ -237,13 +245,14 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
     """Pruned BM25 (only the combinations of lexemes whose score bounds reach a threshold are
     scored) returns the same top rows and scores as scoring every matching row; forced on for
     the small demo, including first thresholds too high (a second pass) and too low."""
-    import vecdash.search as search
+    import vecdash.bm25.pruning as pruning
+    import vecdash.search.candidates as candidates
     from vecdash.demo import demo_queries
 
-    monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
+    monkeypatch.setattr(pruning, "MAXSCORE_MIN_MATCHES", 0)
     relid = bm25_installed(conn, demo)
     assert relid is not None
-    real_guess, real_rows = search._prune_threshold, search._arm_rows
+    real_guess, real_rows = candidates.prune_threshold, candidates.arm_rows
     scale = 1.0
     calls = 0
 
@@ -256,14 +265,14 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
         calls += 1
         return real_rows(*args, **kwargs)
 
-    monkeypatch.setattr(search, "_prune_threshold", guess)
-    monkeypatch.setattr(search, "_arm_rows", counting)
+    monkeypatch.setattr(candidates, "prune_threshold", guess)
+    monkeypatch.setattr(candidates, "arm_rows", counting)
     pruned = passes = long_pruned = 0
     texts = [x.text for x in demo_queries()]
     # and pasted paragraphs: more lexemes than combinations are enumerated for (MaxScore only)
     long = [" ".join(texts[i:i + 4]) for i in range(0, 40, 4)]
     for q in texts + long:
-        terms = search._term_stats(conn, demo, relid, q)
+        terms = pruning.term_stats(conn, demo, relid, q)
         for depth in (3, 10):
             full = fetch_candidates(conn, demo, q, None, candidates=depth,
                                     keyword_rankers=("bm25",), prune=False).frame
@@ -276,10 +285,10 @@ def test_pruned_bm25_keeps_the_exact_top(conn: Any, demo: Collection,
                 assert list(fast["id"]) == list(full["id"]), (q, depth, scale)
                 assert np.allclose(fast["bm25_score"], full["bm25_score"], atol=1e-9)
                 passes += calls > 1
-            theta = terms and real_guess(terms, candidates=depth, k1=1.2, b=0.75)
-            if terms and theta and search._match_query(terms, theta, k1=1.2, b=0.75):
+            theta = terms and real_guess(terms, candidates=depth, k1=DEFAULT_K1, b=DEFAULT_B)
+            if terms and theta and pruning.match_query(terms, theta, k1=DEFAULT_K1, b=DEFAULT_B):
                 pruned += 1
-                long_pruned += len(terms.lexemes) > search.PRUNE_MAX_TERMS
+                long_pruned += len(terms.lexemes) > pruning.PRUNE_MAX_TERMS
     assert pruned > 5  # the test exercises pruning, not only the fallback
     assert long_pruned > 3  # including MaxScore over long queries
     assert passes > 5  # and second passes after a threshold that was too high
@@ -289,8 +298,8 @@ def test_long_query_ranks_by_its_rarest_lexemes(conn: Any, demo: Collection) -> 
     """A pasted paragraph (more distinct lexemes than MAX_QUERY_LEXEMES) is scored by BM25 over
     its rarest lexemes in the collection, exactly, by both keyword rankers, and the notes say so;
     a query at the limit is scored over all of its lexemes."""
-    import vecdash.search as search
     from vecdash.demo import demo_documents
+    from vecdash.search.candidates import MAX_QUERY_LEXEMES
 
     docs = term_frequencies(conn, demo.table, sql.SQL("t.tsv"))
     df: Counter[str] = Counter()
@@ -298,7 +307,7 @@ def test_long_query_ranks_by_its_rarest_lexemes(conn: Any, demo: Collection) -> 
         df.update(tf.keys())
     paragraph = " ".join(d["content"] for d in demo_documents()[:12])
     in_demo = sorted(set(query_lexemes(conn, paragraph)) & set(df))
-    n = search.MAX_QUERY_LEXEMES
+    n = MAX_QUERY_LEXEMES
     assert len(in_demo) > 3 * n
     rarest = sorted(sorted(in_demo, key=lambda x: (df[x], x))[:n])
     got = fetch_candidates(conn, demo, paragraph, None, candidates=1000,
@@ -324,20 +333,20 @@ def test_search_reads_one_snapshot(conn: Any, collection: Collection,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows another connection commits between reading the statistics and scoring are not seen:
     the statistics, the bounds and the rows come from one snapshot, so scores stay exact."""
-    import vecdash.search as search
+    import vecdash.search.candidates as candidates
     from vecdash.db import sibling_connection
 
     docs = term_frequencies(conn, collection.table, sql.SQL("t.tsv"))
-    real_rows = search._arm_rows
+    real_rows = candidates.arm_rows
     other = sibling_connection(conn)
 
     def load_first(*args: Any, **kwargs: Any) -> Any:
         ingest_records(other, collection, [Record("Yeast yeast yeast, and more yeast.",
                                                   external_id="late", embedding=np.ones(4))])
-        monkeypatch.setattr(search, "_arm_rows", real_rows)
+        monkeypatch.setattr(candidates, "arm_rows", real_rows)
         return real_rows(*args, **kwargs)
 
-    monkeypatch.setattr(search, "_arm_rows", load_first)
+    monkeypatch.setattr(candidates, "arm_rows", load_first)
     try:
         got = fetch_candidates(conn, collection, "yeast", None, candidates=1000).frame
     finally:
@@ -350,13 +359,13 @@ def test_search_reads_one_snapshot(conn: Any, collection: Collection,
 
 def test_pruning_tsquery_quotes_lexemes(conn: Any) -> None:
     """Lexemes with quotes, backslashes and tsquery operators in them match themselves."""
-    import vecdash.search as search
+    from vecdash.bm25.pruning import tsquery_lexeme
 
     for lexeme in ["o'neil", "back\\slash", "c++", "a:b", "it's:*", "x & y", "'", "!(a|b)"]:
         row = conn.execute("SELECT array_to_tsvector(ARRAY[%s]) @@ %s::tsquery, "
                            "array_to_tsvector(ARRAY[%s || 'z']) @@ %s::tsquery",
-                           (lexeme, search._tsquery_lexeme(lexeme),
-                            lexeme, search._tsquery_lexeme(lexeme))).fetchone()
+                           (lexeme, tsquery_lexeme(lexeme),
+                            lexeme, tsquery_lexeme(lexeme))).fetchone()
         assert row == (True, False), lexeme
 
 
@@ -385,8 +394,8 @@ def test_statistics_of_an_earlier_version_are_upgraded(
     """Statistics tables as an earlier vecdash left them (no bounds, a per-document length
     table): the first search upgrades them; other collections keep exact counts with the loosest
     bounds, so their pruned searches stay exact."""
-    import vecdash.bm25 as bm25
-    import vecdash.search as search
+    import vecdash.bm25.pruning as pruning
+    import vecdash.bm25.statistics as statistics
 
     a = make_collection(conn, unique_name + "_a")
     b = make_collection(conn, unique_name + "_b")
@@ -394,16 +403,16 @@ def test_statistics_of_an_earlier_version_are_upgraded(
         conn.execute("ALTER TABLE vecdash_bm25_terms DROP COLUMN max_tf, DROP COLUMN min_len")
         conn.execute("CREATE TABLE vecdash_bm25_docs (relid oid, doc_id bigint, length integer)")
         assert bm25_installed(conn, a) is None and bm25_installed(conn, b) is None
-        monkeypatch.setattr(bm25, "_seen_installed", {})
+        monkeypatch.setattr(statistics, "_seen_installed", {})
         ensure_bm25(conn, b)  # what the first search does
         assert conn.execute("SELECT to_regclass('vecdash_bm25_docs')").fetchone() == (None,)
         assert_stats_exact(conn, b, tight_bounds=True)
         relid_a = bm25_installed(conn, a)
         assert relid_a is not None
         stats_a = stored_stats(conn, relid_a)
-        assert set(stats_a.bounds.values()) == {(bm25.UNKNOWN_MAX_TF, bm25.UNKNOWN_MIN_LEN)}
+        assert set(stats_a.bounds.values()) == {(statistics.UNKNOWN_MAX_TF, statistics.UNKNOWN_MIN_LEN)}
         assert_stats_exact(conn, a)
-        monkeypatch.setattr(search, "MAXSCORE_MIN_MATCHES", 0)
+        monkeypatch.setattr(pruning, "MAXSCORE_MIN_MATCHES", 0)
         for q in QUERIES:
             full = fetch_candidates(conn, a, q, None, candidates=2, prune=False).frame
             fast = fetch_candidates(conn, a, q, None, candidates=2).frame

@@ -8,7 +8,7 @@ import pytest
 from vecdash.chunking import ChunkSpec, chunk_records, local_token_offsets, split_paragraphs
 from vecdash.embedders import load_local_model
 from vecdash.errors import InvalidInput
-from vecdash.ingest import Record
+from vecdash.records import Record
 
 TEXT = ("Sourdough needs a lively starter.\n\n"
         "Feed it flour and water every day; keep it warm.\n  \n"

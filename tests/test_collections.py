@@ -7,19 +7,19 @@ import pytest
 from psycopg import sql
 
 from vecdash.collections import (
-    attach_table,
     create_collection,
     data_version,
     describe_collections,
-    discover_tables,
     drop_collection,
     get_collection,
     index_name,
     list_collections,
     list_indexes,
 )
+from vecdash.discovery import attach_table, discover_tables
 from vecdash.errors import InvalidInput, NotFound
-from vecdash.ingest import Record, ingest_records
+from vecdash.ingest import ingest_records
+from vecdash.records import Record
 from vecdash.search import semantic_search
 
 

@@ -17,6 +17,7 @@ from vecdash.embedders import LocalEmbedder
 from vecdash.errors import InvalidInput
 from vecdash.ingest import Record, ingest_records
 from vecdash.search import (
+    HYBRID_COLUMNS,
     compare_rankings,
     fetch_candidates,
     fuse,
@@ -143,10 +144,16 @@ def test_filtered_search_with_hnsw_returns_k_rows(conn: Any, big: Collection) ->
 
 
 def check_filtered_search(conn: Any, big: Collection, q: np.ndarray) -> None:
-    plan = conn.execute(sql.SQL(
+    hnsw = conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+        "AND indexdef LIKE '%%USING hnsw%%'", (big.schema_name, big.table_name)).fetchall()
+    assert len(hnsw) == 1
+    plan = "\n".join(r[0] for r in conn.execute(sql.SQL(
         "EXPLAIN SELECT id FROM {} WHERE metadata ->> 'tier' = 'gold' "
-        "ORDER BY embedding <=> %s LIMIT 30").format(big.table), (q,)).fetchall()
-    assert "hnsw" in " ".join(r[0] for r in plan).lower() or "Index Scan" in str(plan)
+        "ORDER BY embedding <=> %s LIMIT 30").format(big.table), (q,)).fetchall())
+    # the filtered query walks the HNSW index in distance order (not a scan and a sort)
+    assert f"Index Scan using {hnsw[0][0]} on " in plan
+    assert "Order By: (embedding <=> " in plan
     # Without iterative scans, HNSW hands back its ef_search (40) nearest rows and the filter
     # keeps only the few gold ones among them: this is what the search must not do.
     with conn.transaction():
@@ -198,15 +205,26 @@ def test_tsquery_syntax_never_raises(conn: Any, demo: Collection, embedder: Loca
     assert "only stopwords" in stop.attrs["notes"][0] and "semantic" in stop.attrs["notes"][0]
     with pytest.raises(InvalidInput, match="empty"):
         hybrid_search(conn, demo, "   ", embedder=embedder)
+    # keyword only: the BM25 top 5 for the 'c' lexeme, or the semantic top 5 when no row has it
     cpp = hybrid_search(conn, demo, "C++", embedder=embedder, k=5, weight=0.0)
-    assert len(cpp) >= 0  # the 'c' lexeme may or may not occur; it must not raise
+    assert list(cpp.columns) == HYBRID_COLUMNS and len(cpp) <= 5
+    assert list(cpp["rank"]) == list(range(1, len(cpp) + 1))
+    keyword = fetch_candidates(conn, demo, "C++", None, keyword_rankers=("bm25",)).frame
+    if keyword.empty:
+        assert set(cpp["source"]) == {"semantic only"}
+        semantic = semantic_search(conn, demo, embedder.embed(["C++"])[0], k=5)
+        assert list(cpp["external_id"]) == list(semantic["external_id"])
+    else:
+        assert cpp.attrs["lexemes"] == ["c"] and set(cpp["source"]) <= {"both", "keyword only"}
+        assert list(cpp["id"]) == list(keyword.sort_values("bm25_rank")["id"][:5])
 
 
 def test_compare_view(conn: Any, demo: Collection, embedder: LocalEmbedder) -> None:
     cmp = compare_rankings(conn, demo, "how long to knead dough", embedder=embedder, k=10)
     assert len(cmp.semantic) == 10 and len(cmp.hybrid) == 10
-    assert 0 <= cmp.overlap["semantic & keyword"] <= 10
-    assert cmp.overlap["all three"] <= cmp.overlap["semantic & hybrid"]
+    sem, kw, hyb = (set(t["id"]) for t in (cmp.semantic, cmp.keyword, cmp.hybrid))
+    assert cmp.overlap == {"semantic & keyword": len(sem & kw), "semantic & hybrid": len(sem & hyb),
+                           "keyword & hybrid": len(kw & hyb), "all three": len(sem & kw & hyb)}
     moved = cmp.movement.dropna(subset=["hybrid_rank", "semantic_rank"])
     assert (moved["moved_vs_semantic"] == moved["semantic_rank"] - moved["hybrid_rank"]).all()
     assert set(cmp.hybrid["id"]) <= set(cmp.movement["id"])

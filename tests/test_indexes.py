@@ -13,8 +13,9 @@ import pytest
 from psycopg import sql
 
 from vecdash import indexes as ix
-from vecdash.collections import Collection, attach_table, drop_collection, get_collection
+from vecdash.collections import Collection, drop_collection, get_collection
 from vecdash.config import Settings
+from vecdash.discovery import attach_table
 from vecdash.errors import Cancelled, ConnectionFailed, InvalidInput, NotFound
 from vecdash.ingest import Record, ingest_records
 from vecdash.synthetic import create_synthetic_collection, generate_vectors
@@ -95,6 +96,8 @@ def test_recall_at_k_by_hand() -> None:
     assert ix.recall_at_k([["a", "b", "c"], ["d", "e", "f"]], exact, 3) == 1.0
     assert ix.recall_at_k([["c", "x", "a"], ["y", "z", "w"]], exact, 3) == pytest.approx(1 / 3)
     assert ix.recall_at_k([["a"], []], [["a"], []], 3) == 1.0  # fewer than k exist: divide by that
+    with pytest.raises(InvalidInput, match="one entry per query"):
+        ix.recall_at_k([["a"]], [["a"], ["b"]], 3)
 
 
 # ------------------------------------------------------------------------------------ building
@@ -350,12 +353,12 @@ def test_index_command_builds_lists_and_sweeps(conn: Any, fresh: Collection,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from vecdash.cli import main
 
-    assert main(["index", fresh.name, "--build", "ivfflat", "--lists", "4", "--sweep",
-                 "--queries", "5"]) == 0
+    assert main(["index", "--collection", fresh.name, "--build", "ivfflat", "--lists", "4",
+                 "--sweep", "--sample-vectors", "5"]) == 0
     out = capsys.readouterr().out
     assert "built " in out and "ivfflat lists=4" in out and "valid" in out
     assert "exact scan" in out and "probes=4" in out
-    assert main(["index", fresh.name, "--build", "hnsw", "--m", "1"]) == 2
+    assert main(["index", "--collection", fresh.name, "--build", "hnsw", "--m", "1"]) == 2
     assert "m must be between" in capsys.readouterr().err
 
 

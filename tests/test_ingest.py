@@ -10,7 +10,8 @@ from psycopg import sql
 from vecdash.collections import create_collection, data_version, drop_collection
 from vecdash.embedders import LocalEmbedder
 from vecdash.errors import Cancelled, InvalidInput
-from vecdash.ingest import Record, _GcPause, content_hash, delete_documents, ingest_records
+from vecdash.ingest import _GcPause, delete_documents, ingest_records
+from vecdash.records import Record, content_hash
 
 
 def count(conn: Any, name: str) -> int:
@@ -135,15 +136,15 @@ def test_overlapped_batches_dedupe_against_each_other(
     load with whole batches stored."""
     import time
 
-    import vecdash.ingest as ingest
+    import vecdash.copy_writer as copy_writer
 
-    write = ingest._write_batch
+    write = copy_writer.write_batch
 
     def slow_write(*args: Any) -> int:
         time.sleep(0.05)  # keep batches in flight while the next ones are prepared
         return write(*args)
 
-    monkeypatch.setattr(ingest, "_write_batch", slow_write)
+    monkeypatch.setattr(copy_writer, "write_batch", slow_write)
     c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
     try:
         records = [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(40)]
@@ -179,16 +180,16 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
     """Rows that bring their vectors are not looked up before the COPY; a stored row then fails
     the batch on a unique key, and the batch is written again without it: counted the same as a
     checked load, nothing written twice or lost."""
-    import vecdash.ingest as ingest
+    import vecdash.copy_writer as copy_writer
 
     lookups: list[str] = []
-    stored_values = ingest._stored_values
+    stored_values = copy_writer._stored_values
 
     def counting(conn: Any, collection: Any, column: str, values: list[str]) -> set[str]:
         lookups.append(column)
         return stored_values(conn, collection, column, values)
 
-    monkeypatch.setattr(ingest, "_stored_values", counting)
+    monkeypatch.setattr(copy_writer, "_stored_values", counting)
     c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none", model="x")
     try:
         first = [Record(f"doc {i}", external_id=f"e{i}", embedding=[i, 1]) for i in range(30)]
@@ -203,7 +204,7 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
                    Record("doc 7", external_id="copy-of-7", embedding=[7, 1])]  # text stored
         report = ingest_records(conn, c, second, batch_size=4, parallel=parallel)
         assert (report.inserted, report.skipped_duplicates) == (10, 6)
-        assert [(f.external_id, f.reason) for f in report.failed] == [("e3", ingest._ID_TAKEN)]
+        assert [(f.external_id, f.reason) for f in report.failed] == [("e3", copy_writer.ID_TAKEN)]
         # the first batch met stored rows: its retry, then every batch of the load, looks up
         assert lookups == ["content_hash", "external_id"] * 5
         rows = conn.execute(sql.SQL("SELECT external_id, content FROM {}").format(

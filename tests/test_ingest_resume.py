@@ -19,8 +19,10 @@ from psycopg import sql
 from vecdash.collections import create_collection, drop_collection, get_collection, list_collections
 from vecdash.embedders import LocalEmbedder
 from vecdash.errors import InvalidInput, NotFound
-from vecdash.ingest import Record, ingest_file, ingest_records
+from vecdash.ingest import ingest_records
+from vecdash.loading import ingest_file
 from vecdash.readers import ColumnMapping
+from vecdash.records import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,9 @@ from vecdash.embedders import (
     truncate_to_tokens,
 )
 from vecdash.errors import EmbedderError, InvalidInput
-from vecdash.ingest import Record, ingest_file, ingest_records
+from vecdash.ingest import ingest_records
+from vecdash.loading import ingest_file
+from vecdash.records import Record
 
 
 @pytest.fixture
@@ -132,5 +134,29 @@ def test_openai_ingestion_end_to_end(conn: Any, unique_name: str, fake: FakeOpen
         with pytest.raises(InvalidInput, match="512-dimensional"):
             ingest_records(conn, collection, [Record("x")], embedder=client(fake, dimensions=512))
         assert len(fake.requests) == before
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_cli_search_asks_for_the_stored_dimensions(conn: Any, unique_name: str, fake: FakeOpenAI,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`vecdash search` on an OpenAI collection stored at reduced dimensions embeds the query at
+    those dimensions (as the dashboard does), so it finds what the collection holds."""
+    from vecdash.cli import main
+
+    path = tmp_path / "docs.csv"
+    path.write_text("id,content\n" + "".join(f"h{i},Harbour log entry {i}\n" for i in range(5)))
+    collection, _ = ingest_file(conn, path, collection=unique_name,
+                                embedder=client(fake, dimensions=256))
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        before = len(fake.requests)
+        assert main(["search", "Harbour log entry 3", "--collection", unique_name, "-k", "2"]) == 0
+        query_requests = fake.requests[before:]
+        assert query_requests and all(r.get("dimensions") == 256 for r in query_requests)
+        assert capsys.readouterr().out.splitlines()[0].split()[2] == "h3"
     finally:
         drop_collection(conn, unique_name)

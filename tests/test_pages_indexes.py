@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import PageOpener
 from vecdash import indexes as ix
 from vecdash.collections import Collection, drop_collection, get_collection
 from vecdash.synthetic import create_synthetic_collection
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture
@@ -28,21 +26,12 @@ def lab(pool: Any) -> Iterator[Collection]:
         drop_collection(conn, name)
 
 
-def open_lab(collection: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["collection"] = collection
-    at.run()
-    at.switch_page("app_pages/indexes.py").run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def button(at: AppTest, label: str) -> Any:
     return next(b for b in at.button if b.label == label)
 
 
-def test_build_measure_sweep_and_explain(pool: Any, lab: Collection) -> None:
-    at = open_lab(lab.name)
+def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: Collection) -> None:
+    at = open_page("app_pages/indexes.py", collection=lab.name)
     assert at.title[0].value == "Index Lab"
     assert any("No vector index yet" in i.value for i in at.info)
     assert any("Exact scan only" in i.value for i in at.info)
@@ -76,8 +65,9 @@ def test_build_measure_sweep_and_explain(pool: Any, lab: Collection) -> None:
     assert any("Execution Time" in c.value for c in at.code)
 
 
-def test_bad_build_shows_message_and_changes_nothing(pool: Any, lab: Collection) -> None:
-    at = open_lab(lab.name)
+def test_bad_build_shows_message_and_changes_nothing(
+    open_page: PageOpener, pool: Any, lab: Collection) -> None:
+    at = open_page("app_pages/indexes.py", collection=lab.name)
     at.radio(key="ix_method").set_value("ivfflat").run()
     at.number_input(key="ix_lists").set_value(5000)
     button(at, "Build index").click().run()
@@ -87,14 +77,14 @@ def test_bad_build_shows_message_and_changes_nothing(pool: Any, lab: Collection)
         assert ix.list_vector_indexes(conn, get_collection(conn, lab.name)) == []
 
 
-def test_demo_uses_labeled_queries(demo: Collection) -> None:
-    at = open_lab(demo.name)
+def test_demo_uses_labeled_queries(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/indexes.py", collection=demo.name)
     assert any("labeled demo queries" in c.value for c in at.caption)
 
 
-def test_synthetic_data_form_creates_collection(pool: Any) -> None:
+def test_synthetic_data_form_creates_collection(open_page: PageOpener, pool: Any) -> None:
     name = f"syn_{uuid.uuid4().hex[:8]}"
-    at = open_lab("demo")
+    at = open_page("app_pages/indexes.py", collection="demo")
     at.text_input(key="ix_syn_name").input(name)
     at.number_input(key="ix_syn_n").set_value(500)
     at.number_input(key="ix_syn_dim").set_value(64)
@@ -110,12 +100,12 @@ def test_synthetic_data_form_creates_collection(pool: Any) -> None:
             drop_collection(conn, name)
 
 
-def test_read_only_hides_builds_but_measures(pool: Any, lab: Collection,
+def test_read_only_hides_builds_but_measures(open_page: PageOpener, pool: Any, lab: Collection,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     with pool.connection() as conn:
         ix.build_index(conn, lab, ix.IndexSpec("ivfflat", lists=4))
     monkeypatch.setenv("VECDASH_READ_ONLY", "1")
-    at = open_lab(lab.name)
+    at = open_page("app_pages/indexes.py", collection=lab.name)
     labels = [b.label for b in at.button]
     assert "Build index" not in labels and "Generate and load" not in labels
     assert "Run sweep" in labels

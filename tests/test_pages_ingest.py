@@ -4,17 +4,15 @@ the new collection appears; mismatches are refused before work; read-only hides 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from psycopg import sql
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import PageOpener
 from tests.openai_server import FakeOpenAI
 from vecdash.collections import create_collection, drop_collection, list_collections
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 CSV = (b"doc_id,heading,body,topic\n"
        b"a1,Kettles,Descale the kettle with vinegar every month.,kitchen\n"
@@ -23,14 +21,6 @@ CSV = (b"doc_id,heading,body,topic\n"
        b"a4,Plants,Water succulents only when the soil is dry.,garden\n")
 
 
-def open_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    at.switch_page("app_pages/ingest.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def upload(at: AppTest, name: str = "chores.csv", data: bytes = CSV) -> AppTest:
@@ -40,9 +30,9 @@ def upload(at: AppTest, name: str = "chores.csv", data: bytes = CSV) -> AppTest:
     return at
 
 
-def test_upload_csv_creates_a_collection(conn: Any) -> None:
+def test_upload_csv_creates_a_collection(open_page: PageOpener, conn: Any) -> None:
     name = f"chores_{uuid.uuid4().hex[:8]}"
-    at = upload(open_page())
+    at = upload(open_page("app_pages/ingest.py"))
     preview = at.dataframe[0].value
     assert list(preview.columns) == ["doc_id", "heading", "body", "topic"] and len(preview) == 4
     # guessed mapping: id and title are found by name; content is chosen by hand here
@@ -80,11 +70,12 @@ def test_upload_csv_creates_a_collection(conn: Any) -> None:
             drop_collection(conn, name)
 
 
-def test_mismatched_existing_collection_is_refused_before_work(conn: Any, unique_name: str) -> None:
+def test_mismatched_existing_collection_is_refused_before_work(
+    open_page: PageOpener, conn: Any, unique_name: str) -> None:
     create_collection(conn, unique_name, dimension=1536, embedder="openai",
                       model="text-embedding-3-small")
     try:
-        at = upload(open_page())
+        at = upload(open_page("app_pages/ingest.py"))
         at.selectbox(key="ing_map_content").set_value("body").run()
         at.radio(key="ing_target").set_value("existing").run()
         at.selectbox(key="ing_existing").set_value(unique_name).run()
@@ -94,12 +85,13 @@ def test_mismatched_existing_collection_is_refused_before_work(conn: Any, unique
         drop_collection(conn, unique_name)
 
 
-def test_openai_shows_tokens_and_cost_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_shows_tokens_and_cost_before_starting(
+    open_page: PageOpener, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeOpenAI().start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
     try:
-        at = upload(open_page())
+        at = upload(open_page("app_pages/ingest.py"))
         at.selectbox(key="ing_map_content").set_value("body").run()
         at.radio(key="ing_embedder").set_value("openai").run()
         assert not at.exception, [e.message for e in at.exception]
@@ -111,8 +103,8 @@ def test_openai_shows_tokens_and_cost_before_starting(monkeypatch: pytest.Monkey
         fake.stop()
 
 
-def test_read_only_hides_ingestion(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_hides_ingestion(open_page: PageOpener, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECDASH_READ_ONLY", "1")
-    at = open_page()
+    at = open_page("app_pages/ingest.py")
     assert any("Read-only" in i.value for i in at.info)
     assert not at.file_uploader and not [b for b in at.button if b.key == "ing_start"]

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import PageOpener
 from vecdash import projection as pj
 from vecdash.collections import Collection, create_collection, drop_collection
 from vecdash.demo import demo_documents
 from vecdash.ingest import Record, ingest_records
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def open_map(collection: str = "demo") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["collection"] = collection
-    at.run()
-    at.switch_page("app_pages/map.py").run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def chart(at: AppTest) -> dict[str, Any]:
@@ -46,10 +35,10 @@ def trace(spec: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((t for t in spec["data"] if t.get("name") == name), None)
 
 
-def test_map_draws_demo_and_selects_a_point(demo: Collection, pool: Any) -> None:
+def test_map_draws_demo_and_selects_a_point(open_page: PageOpener, demo: Collection, pool: Any) -> None:
     with pool.connection() as conn:
         pj.clear_cache(conn, demo)
-    at = open_map()
+    at = open_page("app_pages/map.py", collection="demo")
     captions = " ".join(c.value for c in at.caption)
     assert "UMAP** of" in captions and "computed in" in captions
     spec = chart(at)
@@ -60,7 +49,7 @@ def test_map_draws_demo_and_selects_a_point(demo: Collection, pool: Any) -> None
     assert spec["data"][0]["type"] == "scattergl"
 
     # a reload (new session) gets the stored projection
-    again = open_map()
+    again = open_page("app_pages/map.py", collection="demo")
     assert "from the stored projection" in " ".join(c.value for c in again.caption)
 
     # select a point: the picker the chart selection also drives
@@ -78,8 +67,8 @@ def test_map_draws_demo_and_selects_a_point(demo: Collection, pool: Any) -> None
                for t in side_tables)
 
 
-def test_map_places_a_query_with_semantic_and_keyword_hits(demo: Collection) -> None:
-    at = open_map()
+def test_map_places_a_query_with_semantic_and_keyword_hits(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/map.py", collection="demo")
     at.text_input(key="map_query").input("sourdough starter feeding")
     at.button(key="FormSubmitter:map_query_form-Place query").click().run()
     assert not at.exception, [e.message for e in at.exception]
@@ -96,8 +85,8 @@ def test_map_places_a_query_with_semantic_and_keyword_hits(demo: Collection) -> 
     assert labels == ["Download coordinates (CSV)", "Download picture (PNG)"]
 
 
-def test_map_colours_by_clusters_and_switches_to_pca(demo: Collection) -> None:
-    at = open_map()
+def test_map_colours_by_clusters_and_switches_to_pca(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/map.py", collection="demo")
     at.selectbox(key="map_colour").set_value("cluster").run()
     assert not at.exception, [e.message for e in at.exception]
     names = {t["name"] for t in chart(at)["data"]}
@@ -107,7 +96,8 @@ def test_map_colours_by_clusters_and_switches_to_pca(demo: Collection) -> None:
     assert "PCA** of" in " ".join(c.value for c in at.caption)
 
 
-def test_map_falls_back_to_pca_for_few_rows(pool: Any, unique_name: str, embedder: Any) -> None:
+def test_map_falls_back_to_pca_for_few_rows(
+    open_page: PageOpener, pool: Any, unique_name: str, embedder: Any) -> None:
     with pool.connection() as conn:
         collection = create_collection(conn, unique_name, dimension=384)
         ingest_records(conn, collection, [
@@ -116,7 +106,7 @@ def test_map_falls_back_to_pca_for_few_rows(pool: Any, unique_name: str, embedde
              "the cat sleeps all day", "rain is coming tomorrow"]
         ], embedder=embedder)
     try:
-        at = open_map(unique_name)
+        at = open_page("app_pages/map.py", collection=unique_name)
         assert any("Only 5 usable rows" in i.value for i in at.info)
         assert "PCA** of 5 of 5" in " ".join(c.value for c in at.caption)
     finally:
@@ -125,7 +115,7 @@ def test_map_falls_back_to_pca_for_few_rows(pool: Any, unique_name: str, embedde
             drop_collection(conn, unique_name)
 
 
-def test_map_empty_query_warns(demo: Collection) -> None:
-    at = open_map()
+def test_map_empty_query_warns(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/map.py", collection="demo")
     at.button(key="FormSubmitter:map_query_form-Place query").click().run()
     assert any("empty" in w.value for w in at.warning)

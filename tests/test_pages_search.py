@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import PageOpener
 from vecdash.collections import Collection
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["collection"] = "demo"
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def cards(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if "fused" in m.value and m.value.startswith("**")]
 
 
-def test_search_hybrid_flow(demo: Collection) -> None:
-    at = open_page("app_pages/search.py")
+def test_search_hybrid_flow(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/search.py", collection="demo")
     assert any("Type a query" in i.value for i in at.info)
     at.text_input(key="search_query").input("sourdough starter").run()
     assert not at.exception, [e.message for e in at.exception]
@@ -44,11 +30,11 @@ def test_search_hybrid_flow(demo: Collection) -> None:
     assert len(at.dataframe) >= 5
 
 
-def test_search_pasted_paragraph(demo: Collection) -> None:
+def test_search_pasted_paragraph(open_page: PageOpener, demo: Collection) -> None:
     """A pasted paragraph is searched (keyword arm over its rarest words) and the page says so."""
     from vecdash.demo import demo_documents
 
-    at = open_page("app_pages/search.py")
+    at = open_page("app_pages/search.py", collection="demo")
     paragraph = " ".join(d["content"] for d in demo_documents()[:12])
     at.text_input(key="search_query").input(paragraph).run()
     assert not at.exception, [e.message for e in at.exception]
@@ -56,8 +42,8 @@ def test_search_pasted_paragraph(demo: Collection) -> None:
     assert any("rarest" in i.value and "MoreLikeThis" in i.value for i in at.info)
 
 
-def test_search_slider_rrf_and_filter(demo: Collection) -> None:
-    at = open_page("app_pages/search.py")
+def test_search_slider_rrf_and_filter(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/search.py", collection="demo")
     at.text_input(key="search_query").input("how do I fix a slow drain").run()
     at.slider(key="search_weight").set_value(0.2).run()
     at.selectbox(key="search_fusion").set_value("rrf").run()
@@ -70,16 +56,16 @@ def test_search_slider_rrf_and_filter(demo: Collection) -> None:
     assert len(frame) == 10 and set(frame["category"]) == {first}
 
 
-def test_search_stopwords_fall_back_to_semantic(demo: Collection) -> None:
-    at = open_page("app_pages/search.py")
+def test_search_stopwords_fall_back_to_semantic(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/search.py", collection="demo")
     at.text_input(key="search_query").input("the of and").run()
     assert not at.exception
     assert any("only stopwords" in i.value for i in at.info)
     assert set(at.dataframe[0].value["source"]) == {"semantic only"}
 
 
-def test_quality_lab_runs_demo_and_applies_best(demo: Collection) -> None:
-    at = open_page("app_pages/quality.py")
+def test_quality_lab_runs_demo_and_applies_best(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/quality.py", collection="demo")
     at.button(key="quality_go").click().run()
     assert not at.exception, [e.message for e in at.exception]
     table = at.dataframe[0].value
@@ -98,7 +84,7 @@ def test_quality_lab_runs_demo_and_applies_best(demo: Collection) -> None:
     assert f"weight {weight:.1f}" in caption
 
 
-def test_quality_lab_upload_asks_for_both_files(demo: Collection) -> None:
-    at = open_page("app_pages/quality.py")
+def test_quality_lab_upload_asks_for_both_files(open_page: PageOpener, demo: Collection) -> None:
+    at = open_page("app_pages/quality.py", collection="demo")
     at.radio(key="quality_source").set_value("Upload queries + qrels").run()
     assert any("Upload both files" in i.value for i in at.info)

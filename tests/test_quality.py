@@ -14,18 +14,20 @@ from vecdash.cli import main
 from vecdash.collections import Collection
 from vecdash.embedders import LocalEmbedder
 from vecdash.errors import InvalidInput
-from vecdash.quality import (
-    Config,
+from vecdash.labels import (
     LabeledSet,
     Query,
-    best_setting,
     check_labels,
-    compare_configs,
     demo_labeled_set,
     labeled_set,
-    metrics_table,
     parse_qrels,
     parse_queries,
+)
+from vecdash.quality import (
+    Config,
+    best_setting,
+    compare_configs,
+    metrics_table,
     per_query,
     query_metrics,
     run_labeled_queries,

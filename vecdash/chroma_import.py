@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from vecdash.collections import Collection, create_collection, drop_collection, guess_embedder
+from vecdash.collections import Collection, create_collection, drop_collection
 from vecdash.db import require_writable
+from vecdash.discovery import guess_embedder
 from vecdash.errors import InvalidInput, NotFound
-from vecdash.ingest import IngestReport, ProgressCallback, Record, ingest_records
+from vecdash.ingest import ingest_records
+from vecdash.ingest_report import IngestReport, ProgressCallback
+from vecdash.records import Record
 
 _SPACES = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
 

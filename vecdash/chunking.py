@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from vecdash.errors import InvalidInput
-from vecdash.ingest import Record, content_hash
+from vecdash.records import Record, content_hash
 
 ChunkMode = Literal["none", "paragraph", "tokens"]
 CHUNK_MODES: tuple[ChunkMode, ...] = ("none", "paragraph", "tokens")

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vecdash import db
 from vecdash.config import Settings, settings_table
 from vecdash.errors import VecdashError
+
+if TYPE_CHECKING:
+    from vecdash.collections import Collection
+    from vecdash.embedders import Embedder
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,18 +68,23 @@ def cmd_load_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from vecdash.collections import get_collection
-    from vecdash.embedders import get_embedder
-    from vecdash.search import search_text
+def _query_embedder(collection: Collection) -> Embedder:
+    """The embedder for a collection's text queries (OpenAI key and base URL from the settings)."""
+    from vecdash.embedders import embedder_for
 
     settings = Settings.from_env()
+    return embedder_for(collection, api_key=settings.openai_api_key,
+                        base_url=settings.openai_base_url)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from vecdash.collections import get_collection
+    from vecdash.search import search_text
+
     with _connect() as conn:
         collection = get_collection(conn, args.collection)
-        embedder = get_embedder(collection.embedder, collection.model,
-                                api_key=settings.openai_api_key,
-                                base_url=settings.openai_base_url)
-        hits = search_text(conn, collection, args.query, embedder=embedder, k=args.k)
+        hits = search_text(conn, collection, args.query, embedder=_query_embedder(collection),
+                           k=args.k)
     for hit in hits.itertuples():
         print(f"{hit.rank:>3}  {hit.distance:.4f}  {hit.external_id}  {hit.title}")
     return 0
@@ -83,19 +92,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from vecdash.collections import get_collection
-    from vecdash.embedders import get_embedder
-    from vecdash.quality import evaluation_report, load_labeled_files, run_labeled_queries
+    from vecdash.labels import load_labeled_files
+    from vecdash.quality import evaluation_report, run_labeled_queries
 
-    settings = Settings.from_env()
     with _connect() as conn:
         collection = get_collection(conn, args.collection)
         labeled = load_labeled_files(args.queries, args.qrels, collection=collection)
         for p in labeled.problems:
             print(f"{p.source}:{p.line or '-'}: {p.problem}", file=sys.stderr)
-        embedder = get_embedder(collection.embedder, collection.model,
-                                api_key=settings.openai_api_key,
-                                base_url=settings.openai_base_url)
-        run = run_labeled_queries(conn, collection, labeled, embedder=embedder,
+        run = run_labeled_queries(conn, collection, labeled, embedder=_query_embedder(collection),
                                   candidates=args.candidates)
     print(evaluation_report(run, k=args.k, weight=args.weight, fusion=args.fusion))
     return 0
@@ -106,7 +111,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from vecdash.chunking import ChunkSpec
     from vecdash.embedders import get_embedder
-    from vecdash.ingest import ingest_file
+    from vecdash.loading import ingest_file
     from vecdash.readers import ColumnMapping, ReadCounter, count_rows, detect_format
 
     settings = Settings.from_env()
@@ -199,7 +204,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(f"{i.name:<44} {i.opclass:<20} {'valid' if i.valid else 'INVALID':<8} "
                   f"{i.size_bytes / 2**20:8.1f} MB  build {took}")
         if args.sweep:
-            queries = ix.stored_vector_queries(conn, collection, n=args.queries)
+            queries = ix.stored_vector_queries(conn, collection, n=args.sample_vectors)
             frame = ix.sweep(conn, collection, queries, k=args.k)
             print(frame[["config", "setting", "recall", "p50_ms", "p95_ms", "qps"]]
                   .to_string(index=False, float_format=lambda x: f"{x:.3f}"))
@@ -207,16 +212,20 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _setup_index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("collection")
-    p.add_argument("--build", choices=["hnsw", "ivfflat"], help="build an index")
-    p.add_argument("--m", type=int, default=16)
-    p.add_argument("--ef-construction", type=int, default=64)
+    from vecdash import indexes as ix
+
+    p.add_argument("--collection", required=True)
+    p.add_argument("--build", choices=ix.METHODS, help="build an index")
+    p.add_argument("--m", type=int, default=ix.HNSW_DEFAULTS["m"])
+    p.add_argument("--ef-construction", type=int, default=ix.HNSW_DEFAULTS["ef_construction"])
     p.add_argument("--lists", type=int, default=None, help="IVFFlat lists (default rows/1000)")
-    p.add_argument("--memory", default="512MB", help="maintenance_work_mem for the build")
+    p.add_argument("--memory", default=ix.DEFAULT_MAINTENANCE_WORK_MEM,
+                   help="maintenance_work_mem for the build")
     p.add_argument("--workers", type=int, default=0, help="extra parallel maintenance workers")
     p.add_argument("--drop", metavar="INDEX", help="drop this vector index first")
     p.add_argument("--sweep", action="store_true", help="recall vs latency sweep vs exact")
-    p.add_argument("--queries", type=int, default=50, help="stored vectors used as queries")
+    p.add_argument("--sample-vectors", type=int, default=50, metavar="N",
+                   help="how many stored vectors the sweep uses as queries")
     p.add_argument("-k", type=int, default=10)
 
 

@@ -251,8 +251,7 @@ def ensure_schema(conn: psycopg.Connection[Any], *, read_only: bool = False) -> 
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     assert row is not None
     check_pgvector_version(str(row[0]))
-    has_registry = conn.execute("SELECT to_regclass('vecdash_collections') IS NOT NULL").fetchone()
-    if has_registry and not has_registry[0]:
+    if not relation_exists(conn, "vecdash_collections"):
         if read_only:
             raise ReadOnlyError(
                 "This database has no vecdash registry yet and vecdash runs read-only. Start it "
@@ -334,6 +333,15 @@ def sibling_connection(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]
                             connect_timeout=10)
     _configure(is_read_only(conn))(other)
     return other
+
+
+def relation_exists(conn: psycopg.Connection[Any], name: str, schema: str | None = None) -> bool:
+    """True when a table (or view, index...) of that name exists: in ``schema``, or where the
+    search path finds it. The one way vecdash asks, so quoting and schemas behave the same."""
+    qualified = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                       (qualified.as_string(conn),)).fetchone()
+    return bool(row and row[0])
 
 
 def is_read_only(conn: psycopg.Connection[Any]) -> bool:

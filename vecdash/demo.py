@@ -14,7 +14,9 @@ import psycopg
 from vecdash.collections import Collection, create_collection, drop_collection, get_collection
 from vecdash.embedders import Embedder
 from vecdash.errors import NotFound
-from vecdash.ingest import IngestReport, ProgressCallback, Record, ingest_records
+from vecdash.ingest import ingest_records
+from vecdash.ingest_report import IngestReport, ProgressCallback
+from vecdash.records import Record
 
 DEMO_COLLECTION = "demo"
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vecdash.errors import EmbedderError
+
+if TYPE_CHECKING:
+    from vecdash.collections import Collection
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -396,4 +399,31 @@ def get_embedder(
     raise EmbedderError(
         f"Unknown embedding provider {provider!r}. Use 'local' or 'openai'. A collection whose "
         "vectors came from an unknown model can still be searched by vector, not by text."
+    )
+
+
+def embedder_for(
+    collection: Collection,
+    *,
+    local: Callable[[], Embedder] = LocalEmbedder,
+    api_key: str = "",
+    base_url: str = "",
+) -> Embedder:
+    """The embedder that produced the collection's vectors, ready to embed queries. ``local``
+    makes the local model's embedder (the dashboard passes its process-wide cached one); an
+    OpenAI collection stored at reduced dimensions asks the model for that many."""
+    if collection.embedder == "local":
+        return local()
+    if collection.embedder == "openai":
+        dims = collection.dimension
+        return get_embedder(
+            "openai",
+            collection.model,
+            dimensions=dims if dims not in (1536, 3072) else None,
+            api_key=api_key,
+            base_url=base_url,
+        )
+    raise EmbedderError(
+        f"{collection.name!r} holds vectors from an unknown model ({collection.embedder}/"
+        f"{collection.model}), so text queries cannot be embedded for it."
     )

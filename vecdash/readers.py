@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from vecdash.errors import InvalidInput
-from vecdash.ingest import Record
+from vecdash.records import Record
 
 Format = Literal["csv", "tsv", "json", "jsonl", "parquet", "text", "pdf"]
 FORMATS: tuple[Format, ...] = ("csv", "tsv", "json", "jsonl", "parquet", "text", "pdf")

@@ -59,7 +59,8 @@ import psycopg
 
 from vecdash.collections import MAX_STORED_DIM, Collection, create_collection, drop_collection
 from vecdash.errors import InvalidInput
-from vecdash.ingest import IngestReport, ProgressCallback, Record, ingest_records
+from vecdash.ingest import IngestReport, ProgressCallback, ingest_records
+from vecdash.records import Record
 
 Kind = Literal["random", "clustered"]
 KINDS: tuple[Kind, ...] = ("random", "clustered")

@@ -13,8 +13,8 @@ reads it per row: ``ts_rank(tsv, q, 0) / ts_rank(tsv, q, 2)``, rounded (exact be
 tokens), so no per-document table is kept. Search reads a term frequency from ts_rank too (see
 ``term_frequency``). ``max_tf`` (the largest frequency of the lexeme in any
 document) and ``min_len`` (the shortest document containing it) bound the lexeme's contribution to
-any score, which lets search skip rows that cannot reach the top (see vecdash.search); deletes leave
-them as they are, which keeps them valid upper bounds (a rebuild makes them tight again).
+any score, which lets search skip rows that cannot reach the top (see vecdash.bm25.pruning); deletes
+leave them as they are, which keeps them valid upper bounds (a rebuild makes them tight again).
 
 Statement-level triggers with transition tables (``REFERENCING NEW TABLE / OLD TABLE``) on the
 collection table keep them exact on INSERT and COPY, DELETE, UPDATE and TRUNCATE, in the writing
@@ -38,16 +38,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, LiteralString
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
-from vecdash.collections import Collection
-from vecdash.db import require_writable
+from vecdash.db import is_read_only, require_writable
+from vecdash.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from vecdash.collections import Collection
 
 DEFAULT_K1 = 1.2
 DEFAULT_B = 0.75
+
+
+def check_parameters(k1: float, b: float) -> None:
+    """BM25's k1 and b within the ranges the Search page offers."""
+    if not (0 < k1 <= 10) or not (0 <= b <= 1):
+        raise InvalidInput(f"BM25 needs 0 < k1 <= 10 and 0 <= b <= 1; got k1={k1}, b={b}.")
+
+
 TRIGGER_NAMES = ("vecdash_bm25_ins", "vecdash_bm25_del", "vecdash_bm25_upd", "vecdash_bm25_trunc")
 
 # The number of token positions in a tsvector (a lexeme stored without positions counts once).
@@ -218,7 +229,7 @@ def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
     Returns the table's oid. Idempotent: running it again rebuilds the statistics."""
     require_writable(conn)
     if not supports_stored_stats(collection):
-        raise ValueError(f"{collection.name!r} is not a managed collection with a tsv column.")
+        raise InvalidInput(f"{collection.name!r} is not a managed collection with a tsv column.")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
         for ddl in _SHARED_DDL:
@@ -264,8 +275,7 @@ def ensure_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int | 
     if relid is not None:
         _seen_installed[key] = relid
         return relid
-    ro = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
-    if ro is not None and ro[0] == "on":
+    if is_read_only(conn):
         return None
     try:
         return install_bm25(conn, collection)
