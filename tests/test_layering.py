@@ -1,5 +1,6 @@
-"""The layering rules of DESIGN.md: vecdash/ never imports streamlit, pages (app_pages/) never import psycopg,
-and SQL text is never built with f-strings or str.format."""
+"""The layering rules of docs/architecture.md: vecdash/ never imports streamlit, pages
+(app_pages/) never import psycopg, SQL text is never built with f-strings or str.format, no import
+cycle ties vecdash modules together, and no data-layer module outgrows the size limit."""
 
 from __future__ import annotations
 
@@ -61,3 +62,139 @@ def test_no_legacy_pages_folder() -> None:
     # st.navigation runs, so a deep link opened first on a fresh server would skip app.py.
     assert not (ROOT / "pages").exists()
     assert (ROOT / "app_pages" / "home.py").exists()
+
+
+def _sql_call_with_fstring(node: ast.AST) -> bool:
+    """``sql.SQL(f"...")`` (or ``SQL(f"...")``): SQL text built from Python values."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name == "SQL" and isinstance(node.args[0], ast.JoinedStr)
+
+
+def test_no_sql_composable_built_from_an_fstring() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "vecdash").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if _sql_call_with_fstring(node)
+    ]
+    assert offenders == []
+
+
+def test_the_fstring_check_catches_sql_of_an_fstring() -> None:
+    tree = ast.parse('sql.SQL(f"{kind}({dim})")\nsql.SQL("vector({})")')
+    assert [_sql_call_with_fstring(n) for n in ast.walk(tree) if isinstance(n, ast.Call)] == [
+        True, False]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """Line numbers of imports under ``if TYPE_CHECKING:`` (they never run)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                for inner in ast.walk(child):
+                    if isinstance(inner, ast.Import | ast.ImportFrom):
+                        lines.add(inner.lineno)
+    return lines
+
+
+def vecdash_import_graph() -> dict[str, set[str]]:
+    """Module -> the vecdash modules it imports, counting imports inside functions (a cycle
+    hidden in a function still ties the two modules together) but not TYPE_CHECKING ones."""
+    paths = sorted((ROOT / "vecdash").rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_only(tree)
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and node.lineno in skip:
+                continue
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module not in modules:
+                    continue
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if sub in modules else node.module)
+        edges.discard(_module_name(path))
+        graph[_module_name(path)] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_among_vecdash_modules() -> None:
+    graph = vecdash_import_graph()
+    assert "vecdash.db" in graph and "vecdash.config" in graph["vecdash.db"]
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_level_import() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_data_layer_module_is_over_the_size_limit() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for p in sorted((ROOT / "vecdash").rglob("*.py"))}
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_nothing_in_the_repository_points_outside_it() -> None:
+    # The design document lives in docs/; users never have the workplace's shared folder.
+    texts = [ROOT / name for name in ("README.md", "app.py", "ui.py", "Makefile",
+                                      "pyproject.toml", "docker-compose.yml")]
+    for folder in ("vecdash", "app_pages", "tests", "bench", "docs", ".ci", ".streamlit"):
+        texts += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix not in {".png", ".pyc"}]
+    offenders = [str(p.relative_to(ROOT)) for p in texts
+                 if "../shared" in p.read_text(errors="replace") and p.name != "test_layering.py"]
+    assert offenders == []
