@@ -70,7 +70,7 @@ class Collection:
 
     def column(self, name: str | None) -> sql.Composable:
         """A column reference, or NULL when the collection has no such column."""
-        return sql.Identifier(name) if name else sql.SQL("NULL")
+        return sql.Identifier(name) if name else sql.NULL
 
     @property
     def distance_operator(self) -> sql.SQL:

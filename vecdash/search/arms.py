@@ -176,7 +176,7 @@ def joined_arms(arms: list[str], ctes: list[sql.Composable]) -> sql.Composed:
         "UNION ALL SELECT NULL, {nulls}, (SELECT lexemes FROM tq)").format(
         ctes=sql.SQL(", ").join(ctes), id=_first_id(arms), join=join,
         scores=sql.SQL(", ").join(sql.SQL("{}.score").format(sql.Identifier(a)) for a in arms),
-        nulls=sql.SQL(", ").join(sql.SQL("NULL") for _ in arms))
+        nulls=sql.SQL(", ").join(sql.NULL for _ in arms))
 
 
 def _first_id(arms: list[str]) -> sql.Composable:
