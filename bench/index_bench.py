@@ -155,13 +155,16 @@ def evaluate(conn: Any, c: Collection, queries: ix.SampleQueries, args: argparse
     ix.drop_index(conn, c, first.index)
     hnsw = build(conn, c, ix.IndexSpec("hnsw"), args.memory, 1)
     print(f"  HNSW build speed-up with 1 extra worker: {first.seconds / hnsw.seconds:.2f}x")
-    h = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=40), k=10)
+    h = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=40), k=10,
+                   isolate=True)  # its own server
     line("HNSW m=16 efc=64, ef_search=40", h, exact)
     for ef in (80, 160):
-        more = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=ef))
+        more = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=ef),
+                          isolate=True)  # its own server
         line(f"HNSW m=16 efc=64, ef_search={ef}", more, exact)
     ivf = build(conn, c, ix.IndexSpec("ivfflat"), args.memory, 0)
-    v = ix.measure(conn, c, queries, index=ivf.index, setting=ix.Setting(probes=10), k=10)
+    v = ix.measure(conn, c, queries, index=ivf.index, setting=ix.Setting(probes=10), k=10,
+                   isolate=True)  # its own server
     line(f"IVFFlat lists={ivf.spec.lists}, probes=10", v, exact)
     speed = exact.p50_ms / h.p50_ms
     print(f"  targets: HNSW recall@10 {h.recall:.3f} (>= 0.95: "
@@ -212,7 +215,8 @@ def case_isotropic(conn: Any, args: argparse.Namespace) -> None:
     exact = ix.exact_measurement(conn, c, queries, k=10)
     line("exact scan (no index)", exact, exact)
     hnsw = build(conn, c, ix.IndexSpec("hnsw"), args.memory, 1)
-    h = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=40), k=10)
+    h = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=40), k=10,
+                   isolate=True)  # its own server
     line("HNSW m=16 efc=64, ef_search=40", h, exact)
     drop_table(conn, "bench_isotropic")
 
@@ -234,10 +238,12 @@ def case_random_1536(conn: Any, args: argparse.Namespace) -> None:
     ivf = build(conn, c, ix.IndexSpec("ivfflat"), args.memory, 0)
     hnsw = build(conn, c, ix.IndexSpec("hnsw"), args.memory, 0)
     for probes in (1, 10):
-        m = ix.measure(conn, c, queries, index=ivf.index, setting=ix.Setting(probes=probes))
+        m = ix.measure(conn, c, queries, index=ivf.index, setting=ix.Setting(probes=probes),
+                       isolate=True)  # its own server
         line(f"IVFFlat lists={ivf.spec.lists}, probes={probes}", m, exact)
     for ef in (40, 200):
-        m = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=ef))
+        m = ix.measure(conn, c, queries, index=hnsw.index, setting=ix.Setting(ef_search=ef),
+                       isolate=True)  # its own server
         line(f"HNSW m=16 efc=64, ef_search={ef}", m, exact)
     print("  (uniform random vectors have no neighbourhood structure: ANN recall is far lower "
           "than on real or clustered embeddings)")

@@ -3,9 +3,13 @@ drop, invalid indexes, recall against a brute-force numpy reference, sweeps, EXP
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,6 +190,59 @@ def test_losing_the_connection_mid_build_leaves_nothing(conn: Any, settings: Set
         drop_collection(conn, collection.name)
 
 
+_BUILD_IN_A_CHILD = """
+import sys
+import psycopg
+from pgvector.psycopg import register_vector
+from vecdash import indexes as ix
+from vecdash.collections import get_collection
+conn = psycopg.connect(sys.argv[1], autocommit=True)
+register_vector(conn)
+# A build sends nothing while it runs, except pgvector's NOTICE when the graph outgrows memory:
+# a failed write of that would also end it. Silence it, as for a graph that fits in memory.
+conn.execute("SET client_min_messages = warning")
+print(conn.info.backend_pid, flush=True)
+ix.build_index(conn, get_collection(conn, sys.argv[2]),
+               ix.IndexSpec("hnsw", m=16, ef_construction=128), maintenance_work_mem="8MB")
+"""
+
+
+def test_killed_client_aborts_its_build_on_the_server(conn: Any) -> None:
+    """kill -9 of the process building an index: the server notices the client is gone
+    (client_connection_check_interval) and aborts the build instead of running it to the end."""
+    collection = _slow_build_collection(conn)
+    root = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", _BUILD_IN_A_CHILD, conn.info.dsn,
+                              collection.name], stdout=subprocess.PIPE, text=True, cwd=root,
+                             env={**os.environ, "PYTHONPATH": root})
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+        deadline = time.monotonic() + 120
+        while ix.build_progress(conn, pid) is None and time.monotonic() < deadline:
+            assert child.poll() is None, "the build process ended before it was killed"
+            time.sleep(0.2)
+        assert ix.build_progress(conn, pid) is not None, "the build never started"
+        time.sleep(0.5)
+        child.kill()  # SIGKILL: the client cannot say goodbye
+        child.wait(timeout=30)
+        killed_at = time.monotonic()
+        while time.monotonic() - killed_at < 15:
+            if conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                            (pid,)).fetchone() is None:
+                break
+            time.sleep(0.1)
+        gone_after = time.monotonic() - killed_at
+        assert gone_after < ix.CLIENT_CHECK_INTERVAL_MS / 1000 + 4, "the build backend lived on"
+        assert ix.list_vector_indexes(conn, collection) == []
+        done = ix.build_index(conn, collection, ix.IndexSpec("ivfflat"))  # the lock is free
+        assert ix.get_vector_index(conn, collection, done.index).valid
+    finally:
+        if child.poll() is None:
+            child.kill()
+        drop_collection(conn, collection.name)
+
+
 def test_invalid_index_is_reported_and_can_be_dropped(conn: Any, fresh: Collection) -> None:
     built = ix.build_index(conn, fresh, ix.IndexSpec("ivfflat", lists=2))
     # Simulate what an interrupted CREATE INDEX CONCURRENTLY leaves behind.
@@ -255,7 +312,9 @@ def test_sweep_has_exact_reference_and_one_line_per_index(conn: Any, fresh: Coll
     ivf = ix.build_index(conn, fresh, ix.IndexSpec("ivfflat", lists=4))
     queries = ix.stored_vector_queries(conn, fresh, n=15)
     steps: list[int] = []
-    frame = ix.sweep(conn, fresh, queries, k=10, progress=lambda d, t, _: steps.append(d))
+    # Isolated, as the page does on the embedded server (without: tests/test_index_isolation.py).
+    frame = ix.sweep(conn, fresh, queries, k=10, progress=lambda d, t, _: steps.append(d),
+                     isolate=True)
     assert frame.iloc[0]["method"] == "exact" and frame.iloc[0]["recall"] == 1.0
     h = frame[frame["index"] == hnsw.index]
     v = frame[frame["index"] == ivf.index]
@@ -379,3 +438,55 @@ def test_read_only_measures_but_never_builds(conn: Any, fresh: Collection,
         queries = ix.stored_vector_queries(ro, fresh, n=5)
         m = ix.measure(ro, fresh, queries, index=hnsw.index, setting=ix.Setting())
         assert m.hidden == [] and 0 < m.recall <= 1  # the other index could not be set aside
+
+
+# ------------------------------------------------------------------------------ sweep exports
+
+
+def _script_tags(page: str) -> list[dict[str, str | None]]:
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Scripts(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "script":
+                found.append(dict(attrs))
+
+    Scripts().feed(page)
+    return found
+
+
+def test_sweep_exports_csv_html_and_png(conn: Any, fresh: Collection) -> None:
+    import io
+
+    import pandas as pd
+
+    from vecdash.indexes import sweep_report
+
+    ix.build_index(conn, fresh, ix.IndexSpec("hnsw", m=4, ef_construction=8))
+    queries = ix.stored_vector_queries(conn, fresh, n=8)
+    frame = ix.sweep(conn, fresh, queries, k=5)
+    back = pd.read_csv(io.BytesIO(sweep_report.sweep_csv(frame)), keep_default_na=False)
+    assert list(back.columns) == list(sweep_report.CSV_COLUMNS)
+    assert len(back) == len(frame) == 1 + len(ix.EF_SEARCH_SWEEP)
+    assert list(back["setting"]) == list(frame["setting"])
+    assert back["recall"].tolist() == pytest.approx(frame["recall"].tolist())
+
+    page = sweep_report.sweep_html(frame, k=5, title="Index sweep <demo>",
+                                   context=["Collection x & y"])
+    assert page.startswith("<!DOCTYPE html>") and "Index sweep &lt;demo&gt;" in page
+    assert "Collection x &amp; y" in page and "recall vs QPS" in page and "recall vs p95" in page
+    assert page.count("Plotly.newPlot") == 2  # both charts, interactive
+    scripts = _script_tags(page)
+    assert scripts and not any("src" in attrs for attrs in scripts)  # nothing loaded: offline
+    assert len(page) > 1_000_000  # plotly.js itself is in the file
+    assert "ef_search=320" in page  # the table
+
+    figures = sweep_report.sweep_figures(frame, k=5)
+    if not sweep_report.png_export_available():
+        with pytest.raises(InvalidInput, match="HTML report"):
+            sweep_report.figure_png(figures[0])
+        pytest.skip("kaleido or a Chrome / Chromium is missing here: PNG export is offered off")
+    image = sweep_report.figure_png(figures[0])
+    assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 10_000

@@ -44,6 +44,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "128MB to 4GB (memory is taken only as pages are cached). Applies when the server starts.",
     ),
     SettingSpec(
+        "embedded_port",
+        "VECDASH_EMBEDDED_PORT",
+        "",
+        "Empty: the embedded server has no TCP listener (a Unix socket only its owner can reach). "
+        "A port: it also listens on 127.0.0.1 there, password login only (scram-sha-256).",
+    ),
+    SettingSpec(
         "read_only",
         "VECDASH_READ_ONLY",
         "0",
@@ -60,6 +67,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "VECDASH_POOL_SIZE",
         "4",
         "Maximum number of pooled database connections the dashboard keeps open.",
+    ),
+    SettingSpec(
+        "embed_precision",
+        "VECDASH_EMBED_PRECISION",
+        "auto",
+        "How the local model runs: auto calibrates once per machine and picks the fastest of "
+        "float32 and bfloat16 that keeps the vectors (cosine with float32 >= 0.9999); float32 or "
+        "bfloat16 forces one.",
     ),
     SettingSpec(
         "openai_api_key",
@@ -83,9 +98,11 @@ class Settings:
     database_url: str
     data_dir: Path
     shared_buffers: str
+    embedded_port: str
     read_only: bool
     autoload_demo: bool
     pool_size: int
+    embed_precision: str
     openai_api_key: str
     openai_base_url: str
 
@@ -102,9 +119,11 @@ class Settings:
             database_url=raw["database_url"].strip(),
             data_dir=Path(raw["data_dir"]).expanduser(),
             shared_buffers=raw["shared_buffers"].strip(),
+            embedded_port=raw["embedded_port"].strip(),
             read_only=raw["read_only"].strip().lower() in _TRUE,
             autoload_demo=raw["autoload_demo"].strip().lower() in _TRUE,
             pool_size=pool_size,
+            embed_precision=raw["embed_precision"].strip().lower(),
             openai_api_key=raw["openai_api_key"].strip(),
             openai_base_url=raw["openai_base_url"].strip(),
         )

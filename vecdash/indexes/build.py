@@ -34,6 +34,22 @@ from vecdash.indexes.specs import (
 )
 
 _LOCK_CLASS = 0x7664  # advisory lock namespace for "an index build on this table"
+# How often the server checks, during a build, that the client is still there (PostgreSQL 14+).
+# Without it a build whose client was killed runs to its end, holding the table's lock.
+CLIENT_CHECK_INTERVAL_MS = 1000
+
+
+def _abort_when_client_gone(conn: psycopg.Connection[Any]) -> None:
+    """SET LOCAL client_connection_check_interval in the build's transaction, where the server
+    has it (PostgreSQL 14+ on a platform that can poll a socket for a hang-up)."""
+    if conn.info.server_version < 140000:
+        return
+    try:
+        with conn.transaction():  # a savepoint: a platform that refuses it leaves the build be
+            conn.execute("SELECT set_config('client_connection_check_interval', %s, true)",
+                         (f"{CLIENT_CHECK_INTERVAL_MS}ms",))
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
+        pass
 
 
 class BuildOptions(TypedDict, total=False):
@@ -87,6 +103,8 @@ def build_index(
     ``maintenance_work_mem`` and ``max_parallel_maintenance_workers`` are SET LOCAL for the build.
     A second build on the same table at the same time is refused (advisory lock). Cancelling (see
     IndexBuild.cancel) or losing the server rolls the transaction back: no index is left behind.
+    When the client goes away (killed, network gone) the server notices within
+    CLIENT_CHECK_INTERVAL_MS and aborts the build instead of running it to the end.
     """
     require_writable(conn)
     memory = check_memory(maintenance_work_mem)
@@ -132,6 +150,7 @@ def build_index(
             conn.execute("SELECT set_config('maintenance_work_mem', %s, true), "
                          "set_config('max_parallel_maintenance_workers', %s, true)",
                          (memory, str(parallel_workers)))
+            _abort_when_client_gone(conn)
             started = time.perf_counter()
             conn.execute(ddl)
             seconds = time.perf_counter() - started

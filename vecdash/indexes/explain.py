@@ -4,6 +4,7 @@ index's candidates, ef_search below k, more lists than rows."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,25 @@ def plan_text(conn: psycopg.Connection[Any], query: sql.Composed, params: dict[s
     prefix = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") if analyze else sql.SQL("EXPLAIN ")
     rows = conn.execute(prefix + query, params).fetchall()
     return "\n".join(_shorten_vectors(str(r[0])) for r in rows)
+
+
+def indexes_in_plan(conn: psycopg.Connection[Any], query: sql.Composed,
+                    params: dict[str, Any]) -> list[str]:
+    """The names of the indexes the planner would scan for ``query`` (EXPLAIN in JSON, not run),
+    in plan order: the one way a measurement learns which index really served it."""
+    row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()
+    document = row[0] if row else []
+    if isinstance(document, str):
+        document = json.loads(document)
+    names: list[str] = []
+    pending = [entry["Plan"] for entry in document]
+    while pending:
+        node = pending.pop(0)
+        name = node.get("Index Name")
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+        pending.extend(node.get("Plans", []))
+    return names
 
 
 def _shorten_vectors(line: str) -> str:
