@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 import ui
 from vecdash import db
 from vecdash.collections import list_collections
-from vecdash.demo import DEMO_COLLECTION
+from vecdash.demo import DEMO_COLLECTION, demo_is_incomplete
+from vecdash.embedders import warm_up_local_model_in_background
 from vecdash.errors import VecdashError
 from vecdash.projection import warm_up_in_background
+from vecdash.redaction import redact
 
 st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
 warm_up_in_background()  # compile UMAP's numba code while the first page loads (once)
+warm_up_local_model_in_background()  # load the local model and calibrate its precision (once)
 
 # The pages live in app_pages/, not pages/: Streamlit treats a pages/ folder beside the entry script
 # as a legacy multipage app until st.navigation runs, so a deep link (/search) opened first on a
@@ -36,8 +41,14 @@ def sidebar() -> None:
         f"PostgreSQL {info.postgres_version} · pgvector {info.pgvector_version} · "
         f"user {info.user}"
     )
-    if info.read_only:
-        st.sidebar.warning("Read-only mode: nothing can be changed.", icon="🔒")
+    if info.read_only_enforced:
+        st.sidebar.warning(f"Read-only mode: nothing can be changed (role {info.user} may only "
+                           "read).", icon="🔒")
+    elif info.read_only:
+        st.sidebar.warning(
+            f"Read-only mode is advisory for role {info.user}: it can write, so only vecdash's "
+            "checks and the session's read-only default stop writes. For a guarantee, connect as "
+            "a read-only role (README: Using your own PostgreSQL).", icon="🔓")
     if not names:
         st.sidebar.info("No collections yet.")
         st.session_state.pop("collection", None)
@@ -52,22 +63,33 @@ def sidebar() -> None:
     )
 
 
-def first_start() -> None:
-    """Load the demo collection when the database has no collection at all (first `make run`)."""
+def first_start() -> Callable[[], None] | None:
+    """Load the demo collection when the database has no collection at all (first `make run`),
+    or finish it when a first start was stopped half-way (the load resumes). Returns what marks
+    the status box done once the page is drawn, or None when nothing was loaded."""
     current = ui.settings()
-    if not current.autoload_demo or current.read_only:
-        return
+    if not current.autoload_demo or current.read_only or st.session_state.get("demo_checked"):
+        return None
     with ui.connection() as conn:
-        if list_collections(conn):
-            return
-    ui.load_demo_with_progress("First start: loading the demo collection…")
+        resume = demo_is_incomplete(conn)
+        if not resume and list_collections(conn):
+            st.session_state["demo_checked"] = True  # once per session: no count on every rerun
+            return None
+    label = ("Finishing the demo collection (an earlier first start stopped half-way)…" if resume
+             else "First start: loading the demo collection…")
+    return ui.load_demo_with_progress(label, page_follows=True)
 
 
+demo_loaded: Callable[[], None] | None = None
 try:
-    first_start()
+    demo_loaded = first_start()
     sidebar()
 except VecdashError as exc:
-    st.error(str(exc), icon="⚠️")
+    st.error(redact(str(exc)), icon="⚠️")
     st.stop()
 
-st.navigation(PAGES).run()
+try:
+    st.navigation(PAGES).run()
+finally:
+    if demo_loaded is not None:  # the page is drawn: the first start is over
+        demo_loaded()

@@ -3,18 +3,23 @@ collection and the one place where VecdashError becomes st.error. No SQL here.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+import vecdash as vecdash_package
 from vecdash import db, embedders
 from vecdash.collections import Collection, get_collection
 from vecdash.config import Settings
 from vecdash.demo import demo_documents, load_demo
 from vecdash.embedders import Embedder, LocalEmbedder
 from vecdash.errors import VecdashError
+from vecdash.redaction import redact
 
 
 def settings() -> Settings:
@@ -95,11 +100,33 @@ def page_collection() -> Collection:
 
 @contextmanager
 def errors_shown() -> Iterator[None]:
-    """Run a block; a VecdashError is shown as st.error with its message instead of a traceback."""
+    """Run a block; a VecdashError is shown as st.error with its message instead of a traceback.
+    Any other error raised inside vecdash (a bug) is shown as a plain message too, and logged
+    with where it happened; an error of the page's own code is left to Streamlit (tests see it)."""
     try:
         yield
     except VecdashError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(redact(str(exc)), icon="⚠️")
+    except Exception as exc:
+        where = _vecdash_frame(exc)
+        if where is None:
+            raise
+        _log.error("%s at %s: %s", type(exc).__name__, where, redact(str(exc)))
+        st.error(f"Something went wrong inside vecdash ({type(exc).__name__}: "
+                 f"{redact(str(exc))[:300]}): a bug in vecdash. Try again, and if it happens "
+                 "again please report it with what you did.", icon="⚠️")
+
+
+_VECDASH_DIR = str(Path(vecdash_package.__file__).resolve().parent)
+_log = logging.getLogger("vecdash.ui")
+
+
+def _vecdash_frame(exc: BaseException) -> str | None:
+    """The innermost frame of ``exc``'s traceback inside the vecdash package, or None."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if str(Path(frame.filename).resolve()).startswith(_VECDASH_DIR):
+            return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    return None
 
 
 def human_bytes(n: int) -> str:
@@ -111,8 +138,11 @@ def human_bytes(n: int) -> str:
     return f"{size:.1f} TB"
 
 
-def load_demo_with_progress(label: str, *, reload: bool = False) -> None:
-    """Load (or reload) the demo collection with a status box and a progress bar."""
+def load_demo_with_progress(label: str, *, reload: bool = False,
+                            page_follows: bool = False) -> Callable[[], None]:
+    """Load (or reload) the demo collection with a status box and a progress bar. With
+    ``page_follows`` the box stays running ("Preparing the page…") until the caller calls the
+    returned function once the page is drawn, so the wait after the load never looks stuck."""
     total = len(demo_documents())
     with st.status(label, expanded=True) as status:
         bar = st.progress(0.0, text="Embedding passages with the local model…")
@@ -126,9 +156,16 @@ def load_demo_with_progress(label: str, *, reload: bool = False) -> None:
                     min(1.0, r.processed / total), text=f"{r.processed} of {total} passages"
                 ),
             )
-        status.update(
-            label=f"Demo collection ready: {report.inserted} passages loaded, "
-            f"{report.skipped_duplicates} already there.",
-            state="complete",
-            expanded=False,
-        )
+        ready = (f"Demo collection ready: {report.inserted} passages loaded, "
+                 f"{report.skipped_duplicates} already there.")
+
+        def finish() -> None:
+            bar.empty()
+            status.update(label=ready, state="complete", expanded=False)
+
+        if not page_follows:
+            finish()
+            return finish
+        bar.progress(1.0, text=f"{total} of {total} passages stored. Preparing the page…")
+        status.update(label=f"{ready} Preparing the page…", state="running")
+        return finish

@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from vecdash.collections import describe_collections, drop_collection
+from vecdash.collections import describe_collections, drop_collection, get_collection
 from vecdash.demo import DEMO_COLLECTION
 from vecdash.discovery import discover_tables
+from vecdash.export import DOWNLOAD_MAX_ROWS, EXPORT_FORMATS, export_bytes, export_command
 from vecdash.search import search_text
 
 st.title("vecdash")
@@ -37,6 +38,41 @@ with ui.errors_shown():
         st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.info("No collections yet: load the demo below, or ingest your own data.")
+
+if summaries:
+    with st.expander("Export a collection (Parquet or JSONL)"), ui.errors_shown():
+        cols = st.columns([3, 2, 2], vertical_alignment="bottom")
+        export_name = cols[0].selectbox("Collection to export", [s.name for s in summaries],
+                                        key="export_target")
+        export_fmt = cols[1].radio("Format", EXPORT_FORMATS, horizontal=True, key="export_format")
+        chosen = next(s for s in summaries if s.name == export_name)
+        file_name = f"{export_name}.{export_fmt}"
+        if chosen.rows > DOWNLOAD_MAX_ROWS:
+            st.info(f"{chosen.rows:,} rows is more than a download holds "
+                    f"({DOWNLOAD_MAX_ROWS:,}). Export it from the command line:")
+            st.code(export_command(export_name, export_fmt), language="bash")
+        elif cols[2].button("Prepare download", key="export_prepare"):
+            bar = st.progress(0.0, text=f"Exporting {export_name}…")
+
+            def show_progress(done: int, total: int) -> None:
+                bar.progress(done / total if total else 1.0, text=f"{done:,} / {total:,} rows")
+
+            with ui.connection() as conn:
+                data = export_bytes(conn, get_collection(conn, export_name), fmt=export_fmt,
+                                    progress=show_progress)
+            bar.empty()
+            st.session_state["export_file"] = (export_name, export_fmt, chosen.rows, data)
+        prepared = st.session_state.get("export_file")
+        if prepared and prepared[:3] == (export_name, export_fmt, chosen.rows):
+            st.download_button(f"Download {file_name} ({ui.human_bytes(len(prepared[3]))})",
+                               prepared[3], file_name=file_name, key="export_download",
+                               mime="application/octet-stream", on_click="ignore")
+        st.caption(
+            "Every row with its vector, and the collection's model, metric and dimension in the "
+            f"file. Load it back with `python -m vecdash ingest {file_name} --collection COPY "
+            "--embedder none` (the copy keeps the model). A pg_dump of the table: "
+            f"`python -m vecdash export --collection {export_name} --pg-dump {export_name}.sql`."
+        )
 
 if not read_only:
     left, right = st.columns(2)

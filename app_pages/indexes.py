@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
@@ -15,6 +14,7 @@ from vecdash import indexes as ix
 from vecdash.collections import METRIC_LABELS, Collection, data_version
 from vecdash.demo import DEMO_COLLECTION, demo_queries
 from vecdash.errors import Cancelled, VecdashError
+from vecdash.indexes import sweep_report
 from vecdash.synthetic import KINDS, create_synthetic_collection
 
 st.title("Index Lab")
@@ -129,7 +129,11 @@ def invalid_section(collection: Collection, indexes: list[ix.VectorIndex]) -> No
 def drop_section(collection: Collection, indexes: list[ix.VectorIndex]) -> None:
     with st.popover("Drop an index", disabled=not indexes):
         target = st.selectbox("Index to drop", [i.name for i in indexes], key="ix_drop_target")
-        if st.button("Drop index", type="primary", key="ix_drop"):
+        # Dropping cannot be undone (a rebuild can take minutes): a second, explicit step.
+        sure = st.checkbox(f"Yes, drop {target}", key="ix_drop_confirm",
+                           help="A dropped index is gone; building it again takes as long as the "
+                                "first build.")
+        if st.button("Drop index", type="primary", key="ix_drop", disabled=not sure):
             with ui.connection() as conn:
                 ix.drop_index(conn, collection, target)
             st.rerun()
@@ -155,7 +159,9 @@ def build_section(collection: Collection, rows: int) -> None:
             "lists", min_value=1, max_value=ix.LISTS_RANGE[1], value=ix.default_lists(rows),
             key="ix_lists", help="Advised: rows / 1000 (sqrt(rows) above a million rows).")
         spec = ix.IndexSpec("ivfflat", lists=int(lists))
-        cols[2].caption(f"{rows:,} rows: about {ix.default_lists(rows)} lists advised. IVFFlat "
+        advised = ix.default_lists(rows)
+        cols[2].caption(f"{rows:,} rows: about {advised} list{'' if advised == 1 else 's'} "
+                        "advised. IVFFlat "
                         "learns its lists from the rows present now; rebuild after big loads.")
     memory = cols[3].selectbox("maintenance_work_mem", MEMORY_CHOICES, index=3, key="ix_mem",
                                help="Memory for the build. HNSW builds much faster when the "
@@ -222,18 +228,48 @@ def measurement_metrics(m: ix.Measurement, exact: ix.Measurement) -> None:
     cols[3].metric("p99", f"{m.p99_ms:.2f} ms")
     cols[4].metric("QPS", f"{m.qps:,.0f}")
     speedup = exact.p50_ms / m.p50_ms if m.p50_ms > 0 else float("inf")
-    cols[5].metric("p50 speed-up vs exact", f"{speedup:.1f}x",
-                   help=f"exact scan p50 {exact.p50_ms:.2f} ms (above 1: faster than exact)")
+    cols[5].metric("speed-up (p50)", f"{speedup:.1f}x",  # short: a sixth of the page wide
+                   help=f"p50 against the exact scan's p50 of {exact.p50_ms:.2f} ms (above 1: "
+                        "faster than exact)")
 
 
-def live_section(collection: Collection, indexes: list[ix.VectorIndex]) -> tuple[
+def isolation_choice(indexes: list[ix.VectorIndex]) -> bool:
+    """Whether to drop the other indexes (uncommitted) to measure each alone: always on the
+    embedded server, else only when the user ticks the box that says it locks the table."""
+    with ui.connection() as conn:
+        safe = ix.isolation_is_safe(conn)
+    if safe:
+        st.checkbox("Measure each index alone", value=True, disabled=True, key="ix_isolate_on",
+                    help="On the embedded server the other vector indexes are dropped inside the "
+                         "measuring transaction and rolled back: its tables are vecdash's own, "
+                         "so the brief lock holds up no one else.")
+        return True
+    if read_only or sum(i.valid for i in indexes) < 2:
+        return False
+    isolate = st.checkbox(
+        "Measure each index alone (locks the table while measuring)", value=False,
+        key="ix_isolate",
+        help="Drops the other vector indexes inside the measuring transaction, then rolls back. "
+             "DROP INDEX takes an ACCESS EXCLUSIVE lock: every other session's queries on this "
+             "table wait until each measurement ends. Off: nothing is locked, the planner is "
+             "steered toward the index picked and the figures name the index it really used.")
+    if isolate:
+        st.warning("Measuring now locks this table against every other session (searches and "
+                   "writes wait) for each measurement, a fraction of a second to seconds. Do not "
+                   f"use it on a busy production table. It waits at most "
+                   f"{ix.ISOLATION_LOCK_TIMEOUT_MS} ms for the lock and gives up if the table is "
+                   "busy.", icon="⚠️")
+    return isolate
+
+
+def live_section(collection: Collection, indexes: list[ix.VectorIndex], isolate: bool) -> tuple[
         ix.SampleQueries, ix.Setting, int, ix.VectorIndex | None]:
     st.subheader("Live readouts")
     queries = sample_queries(collection)
     st.caption(f"Sample queries: {queries.source}. Exact ground truth comes from a sequential "
                "scan with index scans switched off, cached until the collection changes.")
     valid = [i for i in indexes if i.valid]
-    cols = st.columns(5)
+    cols = st.columns([1, 4, 2, 2, 2])  # the index picker shows whole names and parameters
     k = int(cols[0].number_input("k", min_value=1, max_value=100, value=10, key="ix_k"))
     chosen = None
     if valid:
@@ -257,9 +293,13 @@ def live_section(collection: Collection, indexes: list[ix.VectorIndex]) -> tuple
             st.info(f"Exact scan only (no valid index): p50 {exact.p50_ms:.2f} ms, p95 "
                     f"{exact.p95_ms:.2f} ms, {exact.qps:,.0f} QPS over {exact.queries} queries.")
             return queries, setting, k, None
-        m = ix.measure(conn, collection, queries, index=chosen.name, setting=setting, k=k)
+        m = ix.measure(conn, collection, queries, index=chosen.name, setting=setting, k=k,
+                       isolate=isolate)
+    if m.note:
+        st.warning(m.note, icon="⚠️")
     measurement_metrics(m, exact)
-    notes = [f"{m.queries} queries through {m.index} at {m.setting}, one after another."]
+    notes = [f"{m.queries} queries, one after another; served by {m.index} at {m.setting} "
+             "(the index the query plan used)."]
     if m.hidden:
         notes.append(f"The other vector index(es) ({', '.join(m.hidden)}) were set aside in the "
                      "measuring transaction (dropped, then rolled back) so this one is measured "
@@ -271,8 +311,42 @@ def live_section(collection: Collection, indexes: list[ix.VectorIndex]) -> tuple
     return queries, setting, k, chosen
 
 
-def sweep_section(collection: Collection, queries: ix.SampleQueries, k: int,
-                  iterative: str) -> None:
+def sweep_downloads(collection: Collection, queries: ix.SampleQueries, k: int,
+                    frame: pd.DataFrame, figures: list[Any]) -> None:
+    """The sweep as CSV, as one self-contained HTML file, and each chart as PNG where kaleido
+    finds a Chrome / Chromium (drawn only when clicked: a few seconds each)."""
+    stem = f"{collection.name}_index_sweep"
+    context = [f"Collection {collection.name}: {collection.dimension} dimensions "
+               f"({collection.vector_type}), {METRIC_LABELS[collection.metric]}, "
+               f"{collection.embedder}/{collection.model}.",
+               f"Sample queries: {queries.source}; recall@{k} against the exact scan."]
+    cols = st.columns(4)
+    cols[0].download_button("Download table (CSV)", sweep_report.sweep_csv(frame),
+                            file_name=f"{stem}.csv", mime="text/csv", key="ix_sweep_csv")
+    cols[1].download_button(
+        "Download report (HTML)",
+        lambda: sweep_report.sweep_html(frame, k=k, title=f"Index sweep: {collection.name}",
+                                        context=context),
+        file_name=f"{stem}.html", mime="text/html", key="ix_sweep_html",
+        help="The charts (interactive, plotly.js embedded: opens offline) and the table.")
+    if sweep_report.png_export_available():
+        for col, fig, name in zip(cols[2:], figures, ("qps", "p95"), strict=True):
+            col.download_button(f"Chart recall vs {name.upper()} (PNG)",
+                                functools.partial(sweep_report.figure_png, fig),
+                                file_name=f"{stem}_recall_vs_{name}.png", mime="image/png",
+                                key=f"ix_sweep_png_{name}")
+    else:
+        cols[2].caption("PNG charts need kaleido and a Chrome or Chromium browser on this "
+                        "machine; the HTML report holds the same charts.")
+
+
+def index_signature(indexes: list[ix.VectorIndex]) -> tuple[tuple[str, str, bool], ...]:
+    """What a sweep's figures depend on: each index's name, parameters and validity."""
+    return tuple(sorted((i.name, repr(sorted(i.params.items())), i.valid) for i in indexes))
+
+
+def sweep_section(collection: Collection, indexes: list[ix.VectorIndex],
+                  queries: ix.SampleQueries, k: int, iterative: str, isolate: bool) -> None:
     st.subheader("Sweep: recall against speed")
     st.caption(f"ef_search over {list(ix.EF_SEARCH_SWEEP)} for each HNSW index, probes over 1, 2, "
                "4, … lists for each IVFFlat index, and the exact scan as the reference point.")
@@ -280,32 +354,27 @@ def sweep_section(collection: Collection, queries: ix.SampleQueries, k: int,
         bar = st.progress(0.0, text="Sweeping…")
         with ui.connection() as conn:
             frame = ix.sweep(conn, collection, queries, k=k, iterative_scan=iterative,
-                             progress=lambda d, t, what: bar.progress(d / t, text=what))
-        st.session_state["ix_sweep"] = (collection.name, k, frame)
+                             progress=lambda d, t, what: bar.progress(d / t, text=what),
+                             isolate=isolate)
+        st.session_state["ix_sweep"] = (collection.name, index_signature(indexes), k, frame)
     stored = st.session_state.get("ix_sweep")
     if not stored or stored[0] != collection.name:
         return
-    _, k_used, frame = stored
-    frame = frame.assign(p95=frame["p95_ms"].round(2), p50=frame["p50_ms"].round(2),
-                         QPS=frame["qps"].round(0))
-    curves = frame[frame["method"] != "exact"]
-    exact = frame[frame["method"] == "exact"]
-    for x, title, label in (("qps", "recall vs QPS (up and right is better)", "queries per second"),
-                            ("p95_ms", "recall vs p95 latency (up and left is better)",
-                             "p95 latency (ms)")):
-        fig = px.line(curves, x=x, y="recall", color="config", markers=True, log_x=True,
-                      hover_data={"setting": True, "p50": True, "p95": True, "QPS": True,
-                                  "config": False, x: False},
-                      labels={x: label, "recall": f"recall@{k_used}", "config": "index"},
-                      title=title, color_discrete_sequence=px.colors.qualitative.D3)
-        fig.add_trace(go.Scatter(
-            x=exact[x], y=exact["recall"], mode="markers", name="exact scan",
-            marker={"symbol": "star", "size": 14, "color": "black"},
-            hovertext=[f"exact scan · p50 {r.p50} ms · p95 {r.p95} ms · {r.QPS:.0f} QPS"
-                       for r in exact.itertuples()], hoverinfo="text"))
+    if stored[1] != index_signature(indexes):  # built or dropped since: the charts are stale
+        st.session_state.pop("ix_sweep", None)
+        st.info("The indexes changed since the last sweep; run it again to see current figures.")
+        return
+    _, _, k_used, frame = stored
+    for note in dict.fromkeys(n for n in frame["note"] if n):
+        st.warning(note + " Those rows are in the table, not in the charts.", icon="⚠️")
+    figures = sweep_report.sweep_figures(frame, k=k_used)
+    for fig in figures:
         st.plotly_chart(fig, width="stretch")
-    st.dataframe(frame[["config", "setting", "recall", "p50_ms", "p95_ms", "p99_ms", "qps",
-                        "index_used"]], hide_index=True, width="stretch")
+    st.caption("config: the index that served each row's queries, read from the query plan; "
+               "requested: the index being swept.")
+    st.dataframe(frame[["config", "requested", "setting", "recall", "p50_ms", "p95_ms", "p99_ms",
+                        "qps", "index_used"]], hide_index=True, width="stretch")
+    sweep_downloads(collection, queries, k_used, frame, figures)
 
 
 def explain_section(collection: Collection, queries: ix.SampleQueries, setting: ix.Setting,
@@ -329,8 +398,12 @@ def explain_section(collection: Collection, queries: ix.SampleQueries, setting: 
                  f"iterative scan {setting.iterative_scan}.")
     for warning in explained.warnings:
         st.warning(warning, icon="⚠️")
-    st.code(explained.plan, language="text")
+    st.code(explained.plan, language="text", wrap_lines=True)  # long plan lines wrap, not cut
 
+
+# Below this many rows an exact scan costs about as much as an index lookup (and the timer's
+# noise): the page says so instead of letting a person read meaning into the figures.
+SMALL_COLLECTION_ROWS = 10_000
 
 if not read_only:
     synthetic_section()
@@ -355,8 +428,15 @@ with ui.errors_shown():
     if rows == 0:
         st.info("The collection is empty: load data (or generate synthetic vectors) first.")
     else:
-        queries, setting, k, chosen = live_section(collection, indexes)
+        if rows < SMALL_COLLECTION_ROWS:
+            st.info(f"{rows:,} rows is too few for index figures to mean much: an exact scan of "
+                    "so few rows takes about a millisecond, so latencies are mostly noise and "
+                    "recall is near 1 whatever the setting. For figures that tell indexes apart, "
+                    "generate a synthetic collection (the expander at the top of this page, "
+                    "e.g. 100,000 vectors) and pick it in the sidebar.", icon="ℹ️")
+        isolate = isolation_choice(indexes)
+        queries, setting, k, chosen = live_section(collection, indexes, isolate)
         with ui.errors_shown():
-            sweep_section(collection, queries, k, setting.iterative_scan)
+            sweep_section(collection, indexes, queries, k, setting.iterative_scan, isolate)
         with ui.errors_shown():
             explain_section(collection, queries, setting, k)

@@ -17,8 +17,9 @@ import streamlit as st
 import ui
 from vecdash.chroma_import import import_chroma, list_chroma_collections
 from vecdash.chunking import CHUNK_MODES, ChunkSpec, chunk_records
-from vecdash.collections import METRIC_LABELS, list_collections
+from vecdash.collections import METRIC_LABELS, get_collection, list_collections
 from vecdash.discovery import attach_table, discover_tables
+from vecdash.embed_precision import mixed_precisions_note
 from vecdash.embedders import (
     LOCAL_DIMENSION,
     LOCAL_MODEL,
@@ -28,8 +29,8 @@ from vecdash.embedders import (
     Embedder,
     count_tokens,
     get_embedder,
+    known_local_precision,
 )
-from vecdash.errors import VecdashError
 from vecdash.ingest import check_embedder
 from vecdash.ingest_report import IngestReport
 from vecdash.loading import ingest_file
@@ -44,6 +45,7 @@ from vecdash.readers import (
     preview_rows,
 )
 from vecdash.records import texts_to_embed
+from vecdash.vector_precisions import vector_precisions
 
 st.title("Ingest")
 st.caption("Bring your own documents: upload, map columns, chunk, embed and load with live "
@@ -54,6 +56,29 @@ if ui.read_only():
     st.info("Read-only mode: ingestion is hidden. Start vecdash without VECDASH_READ_ONLY to load "
             "data.", icon="🔒")
     st.stop()
+
+
+def precision_notes() -> None:
+    """How the local model runs on this machine, and whether the sidebar's collection holds
+    vectors embedded in more than one precision."""
+    choice = known_local_precision()  # never waits: the model calibrates in the background
+    if choice is None:
+        st.caption("Local model: measuring which precision is fastest on this machine (once, "
+                   "in the background); a load started meanwhile waits for it.")
+        return
+    st.caption(f"Local model: {choice.summary()}", help=choice.describe())
+    name = ui.current_collection_name()
+    if name is None:
+        return
+    with ui.connection() as conn:
+        counts = vector_precisions(conn, get_collection(conn, name))
+    note = mixed_precisions_note(counts, choice)
+    if note:
+        st.info(f"{name}: {note}", icon="ℹ️")
+
+
+with ui.errors_shown():
+    precision_notes()
 
 UPLOAD_TYPES = ["csv", "tsv", "tab", "json", "jsonl", "ndjson", "parquet", "pq", "txt", "md",
                 "markdown", "pdf"]
@@ -145,6 +170,9 @@ def show_summary() -> None:
     if summary.get("cancelled"):
         box.warning(f"Cancelled. {report.inserted:,} new documents were stored before that; run "
                     "the same ingestion again to continue (stored documents are skipped).")
+    elif report.failed_count and not report.inserted and not report.skipped_duplicates:
+        box.warning(f"Nothing was loaded: 0 inserted, {report.failed_count:,} failed. The "
+                    "reasons are listed below; fix those rows and load the file again.")
     else:
         box.success(f"Done: {summary['collection']!r} in {summary['seconds']:.1f} s.")
     cols = box.columns(4)
@@ -192,11 +220,32 @@ def run_ingestion(paths: list[Path], **kwargs: Any) -> None:
 
     with ui.connection() as conn:
         collection, report = ingest_file(conn, paths, progress=progress, counter=counter, **kwargs)
+        kept = any(c.name == collection.name for c in list_collections(conn))
     st.session_state.pop("ing_running", None)
     st.session_state["ing_summary"] = {"collection": collection.name, "report": report,
                                        "seconds": time.monotonic() - started}
-    ui.select_collection(collection.name)
+    if kept:  # a new collection that stored nothing is not kept (the report's warning says so)
+        ui.select_collection(collection.name)
     st.rerun()
+
+
+# The form's per-file state: a new upload starts from the file's own guesses, not the last
+# file's name, mapping and summary. The embedder choice and API key are the person's, and stay.
+PER_FILE_KEYS = ("ing_text_mode", "ing_map_content", "ing_map_id", "ing_map_title",
+                 "ing_map_category", "ing_map_vector", "ing_map_metadata", "ing_target",
+                 "ing_existing", "ing_new_name", "ing_metric", "ing_chunk_mode", "ing_chunk_size",
+                 "ing_chunk_overlap", "ing_tokens", "ing_summary")
+
+
+def start_fresh_form_for_new_files(files: list[Any]) -> None:
+    """Forget the per-file form state when the uploads change to another set of files (removing
+    every file keeps the last summary on screen; adding a file clears it)."""
+    upload_ids = tuple(getattr(f, "file_id", None) or (f.name, f.size) for f in files)
+    if not upload_ids or st.session_state.get("ing_upload_ids") == upload_ids:
+        return
+    for key in PER_FILE_KEYS:
+        st.session_state.pop(key, None)
+    st.session_state["ing_upload_ids"] = upload_ids
 
 
 def upload_tab() -> None:
@@ -204,6 +253,7 @@ def upload_tab() -> None:
                              key="ing_files",
                              help="One table (CSV/TSV, JSON/JSONL, Parquet) or several text, "
                                   "Markdown or PDF files of one kind.")
+    start_fresh_form_for_new_files(list(files or []))
     show_summary()
     if not files:
         st.caption("CSV/TSV (UTF-8, UTF-8 with BOM or Latin-1), JSON (array of objects), JSONL, "
@@ -402,11 +452,8 @@ def attach_tab() -> None:
 
 
 upload, chroma, attach = st.tabs(["Upload files", "Import ChromaDB", "Attach a PostgreSQL table"])
-with upload:
-    try:
-        upload_tab()
-    except VecdashError as exc:
-        st.error(str(exc), icon="⚠️")
+with upload, ui.errors_shown():
+    upload_tab()
 with chroma, ui.errors_shown():
     chroma_tab()
 with attach, ui.errors_shown():

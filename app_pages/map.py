@@ -1,8 +1,8 @@
 """Embedding Map: a UMAP (or PCA) projection of a collection, linked to search.
 
 Stored projections come back at once; otherwise a PCA preview is drawn while UMAP runs. Select a
-point (click or lasso, or pick a document below the map) to see its nearest neighbours from
-pgvector; type a query to place it on the map with its semantic and keyword hits."""
+point (click it, or lasso several, or pick a document beside the map) to see its nearest neighbours
+from pgvector; type a query to place it on the map with its semantic and keyword hits."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from vecdash.search import embed_query, hybrid_search, semantic_search
 st.title("Embedding Map")
 st.caption(
     "Each point is a document, placed so that documents with similar embeddings sit close "
-    "together (UMAP, or PCA). Hover for the title; click or lasso points to see their nearest "
+    "together (UMAP, or PCA). Hover for the title; click a point (or lasso several with the "
+    "toolbar's lasso) to see the nearest "
     "neighbours; place a query to see where it lands and which documents it retrieves."
 )
 
@@ -158,9 +159,12 @@ def figure(
                     "line": {"width": 1, "color": "black"}},
             hovertext=[f"query<br>placed by {query.how}"], hoverinfo="text",
         ))
+    # No dragmode: Streamlit then pans on drag and selects on click; a "lasso" dragmode would
+    # turn click selection off (the lasso stays in the toolbar). The top margin keeps the
+    # toolbar clear of the legend's first item.
     fig.update_layout(
-        title=title or None, height=640, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        legend={"itemsizing": "constant"}, dragmode="lasso",
+        title=title or None, height=640, margin={"l": 10, "r": 10, "t": 48 if title else 36, "b": 10},
+        legend={"itemsizing": "constant"},
         xaxis={"showticklabels": False, "title": None},
         yaxis={"showticklabels": False, "title": None},
     )
@@ -272,8 +276,10 @@ with ui.errors_shown():
             on_map = sum(1 for n in neighbour_ids if n in titles)
             st.caption(f"{len(neighbour_ids)} nearest neighbours by {collection.metric} distance "
                        f"(pgvector), {on_map} of them on the map (ringed):")
-            st.dataframe(neighbours[["rank", "title", "distance"]].assign(
-                rank=range(1, len(neighbours) + 1)), hide_index=True, width="stretch")
+            # A table, not a grid: titles wrap in this narrow column instead of being cut off.
+            st.table(neighbours[["title", "distance"]].assign(
+                distance=[f"{d:.3f}" for d in neighbours["distance"]]).set_axis(
+                    pd.RangeIndex(1, len(neighbours) + 1, name="rank")))
     if len(chart_ids) > 1:
         with side:
             st.caption(f"{len(chart_ids)} points selected with the lasso:")
@@ -304,15 +310,15 @@ with ui.errors_shown():
                     on_map=["yes" if h in titles else "not in the sample" for h in hits["id"]])
                 st.dataframe(shown, hide_index=True, width="stretch")
         both = set(semantic_hits["id"]) & set(keyword_hits["id"])
-        st.caption(f"{len(both)} of the top {active[1]} documents are found by both.")
+        verb = "is" if len(both) == 1 else "are"
+        st.caption(f"{len(both)} of the top {active[1]} documents {verb} found by both.")
 
     # ------------------------------------------------------------ downloads
     down = st.columns(2)
     down[0].download_button("Download coordinates (CSV)", coordinates_csv(projection),
                             file_name=f"{collection.name}-map.csv", mime="text/csv")
-    png = render_png(projection, labels,
-                     highlight=list(dict.fromkeys(selected_ids + neighbour_ids + (semantic_ids or []))),
-                     query=placement,
+    png = render_png(projection, labels, highlight=selected_ids + neighbour_ids,
+                     semantic=semantic_ids, keyword=keyword_ids, query=placement,
                      title=f"{collection.name} · {projection.method.upper()} · colour: {colour_by}")
     down[1].download_button("Download picture (PNG)", png, file_name=f"{collection.name}-map.png",
                             mime="image/png")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import html
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
-import pandas as pd
 import streamlit as st
 
 import ui
-from vecdash.bm25 import DEFAULT_B, DEFAULT_K1
+from vecdash.collections import list_collections
+from vecdash.export import search_results_csv
 from vecdash.search import (
     FUSIONS,
     KEYWORD_RANKERS,
@@ -20,29 +21,101 @@ from vecdash.search import (
     hybrid_search,
     list_categories,
 )
+from vecdash.search.view_params import (
+    DEPTH_RANGE,
+    K1_RANGE,
+    K_RANGE,
+    MODES,
+    RRF_K_RANGE,
+    WEIGHT_STEP,
+    SearchView,
+    view_from_params,
+)
+from vecdash.search_setting import saved_search_setting
 
-MODES = ("hybrid", "semantic", "keyword")
-FUSION_LABELS = {"convex": "convex combination of min-max scores", "rrf": "reciprocal rank fusion"}
+# Short enough to show whole in the select at 1440 px; the select's help spells them out.
+FUSION_LABELS = {"convex": "convex (min-max)", "rrf": "RRF (by rank)"}
 RANKER_LABELS = {"bm25": "BM25", "ts_rank_cd": "ts_rank_cd (PostgreSQL)"}
+# Every widget of the view, kept per collection in "search_views" for the whole session:
+# Streamlit forgets a widget's value when its page is left.
+VIEW_KEYS = (*SearchView().to_state(), "search_meta_key", "search_meta_value",
+             "search_use_dates", "search_dates")
 
-# Settings handed over by the Quality Lab ("apply this setting"): copied into the widgets' keys
-# before the widgets are drawn.
-applied = st.session_state.pop("search_apply", None)
-if isinstance(applied, dict):
-    for key, value in applied.items():
-        st.session_state[key] = value
-    st.toast("Applied the Quality Lab setting.")
 
-# /search?q=... opens the page with that query typed in.
-if "q" in st.query_params and "search_query" not in st.session_state:
-    st.session_state["search_query"] = st.query_params["q"]
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def url_params() -> dict[str, list[str]]:
+    return {name: st.query_params.get_all(name) for name in st.query_params}
+
+
+def page_base_url() -> str:
+    """This page's address as the browser reaches it (no parameters)."""
+    parts = urlsplit(st.context.url or "http://localhost:8501")
+    base_path = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"{parts.scheme}://{parts.netloc}/" + (f"{base_path}/" if base_path else "") + "search"
+
 
 st.title("Search")
-collection = ui.page_collection()
 
+# A link is a URL this session did not write (a reload, a pasted or shared link). One naming
+# another collection picks it in the sidebar first (app.py reads the key).
+incoming = url_params()
+from_link = bool(incoming) and incoming != st.session_state.get("search_url_written")
+linked = st.query_params.get("collection")
+if (from_link and linked and linked != ui.current_collection_name()
+        and st.session_state.get("search_link_collection_tried") != incoming):
+    st.session_state["search_link_collection_tried"] = incoming  # once per link
+    with ui.errors_shown(), ui.connection() as conn:
+        if linked in {c.name for c in list_collections(conn)}:
+            ui.select_collection(linked)
+            st.rerun()
+        st.warning(f"The link names the collection {linked!r}, which does not exist here; "
+                   "showing the current one. Pick another in the sidebar.", icon="⚠️")
+
+collection = ui.page_collection()
 with ui.errors_shown():
     with ui.connection() as conn:
         categories = list_categories(conn, collection)
+
+# Where the widgets' values come from, first match wins: a setting applied from the Quality Lab,
+# a link (the URL's parameters, when this session did not write them), the session's view of
+# this collection, the collection's saved default (Quality Lab: save), the defaults.
+views: dict[str, dict[str, Any]] = st.session_state.setdefault("search_views", {})
+applied = st.session_state.pop("search_apply", None)
+fresh = ("search_query" not in st.session_state
+         or st.session_state.get("search_view_for") != collection.name)
+loaded: dict[str, Any] | None = None
+if isinstance(applied, dict):
+    loaded = {**views.get(collection.name, SearchView().to_state()), **applied}
+    st.toast("Applied the Quality Lab setting.")
+elif from_link:
+    base = SearchView()
+    with ui.errors_shown(), ui.connection() as conn:
+        saved = saved_search_setting(conn, collection)
+        if saved is not None:
+            base = SearchView.from_state({**base.to_state(), **saved.setting.search_state()})
+    view, notes = view_from_params(incoming, base=base, categories=categories)
+    loaded = view.to_state()
+    st.session_state["search_url_notes"] = (notes, view)
+elif fresh and collection.name in views:
+    loaded = views[collection.name]
+elif fresh:
+    loaded = SearchView().to_state()
+    with ui.errors_shown(), ui.connection() as conn:
+        saved = saved_search_setting(conn, collection)
+        if saved is not None:
+            loaded.update(saved.setting.search_state())
+            st.toast(f"Opened with {collection.name}'s saved setting: {saved.setting.label}.")
+if loaded is not None:
+    for key in VIEW_KEYS:
+        st.session_state.pop(key, None)
+    state = {**loaded, "search_categories": [c for c in loaded.get("search_categories") or ()
+                                             if c in categories]}
+    state = {**state, **SearchView.from_state(state).to_state()}  # bounds and types checked
+    st.session_state.update({key: state[key] for key in VIEW_KEYS if key in state})
+st.session_state["search_view_for"] = collection.name
 
 st.caption(
     f"Collection **{collection.name}** · {collection.metric} distance · "
@@ -57,29 +130,34 @@ if not collection.tsv_column:
         icon="ℹ️",
     )
 
+# The widgets take their values from the session state set above (no defaults passed, so
+# Streamlit never sees two sources).
 query = st.text_input("Query", placeholder="e.g. why does my bread not rise?", key="search_query")
-top = st.columns([2, 3, 2, 1, 1])
+top = st.columns([3, 3, 2, 1, 2])
 mode = top[0].radio("Mode", MODES, key="search_mode", horizontal=True)
 weight_disabled = mode != "hybrid"
 weight = top[1].slider(
-    "Semantic weight", 0.0, 1.0, 0.5, 0.05, key="search_weight", disabled=weight_disabled,
+    "Semantic weight", 0.0, 1.0, step=WEIGHT_STEP, key="search_weight", disabled=weight_disabled,
     help="0 ranks by keywords only, 1 by meaning only.",
 )
 fusion = top[2].selectbox("Fusion", FUSIONS, key="search_fusion",
-                          format_func=FUSION_LABELS.__getitem__, disabled=weight_disabled)
-k = top[3].number_input("top-k", 1, 100, 10, key="search_k")
-depth = top[4].number_input("Candidates per arm", 10, 1000, 100, step=10, key="search_candidates",
+                          format_func=FUSION_LABELS.__getitem__, disabled=weight_disabled,
+                          help="convex: the weighted sum of both arms' scores scaled to 0..1. "
+                               "RRF: the sum of 1 / (k + rank) over both arms.")
+k = top[3].number_input("top-k", *K_RANGE, key="search_k")
+depth = top[4].number_input("Candidates per arm", *DEPTH_RANGE, step=10,
+                            key="search_candidates",
                             help="How deep each arm looks before fusing (the union of both).")
 
 with st.expander("Keyword ranker, RRF and filters"):
     cols = st.columns(4)
     ranker = cols[0].selectbox("Keyword ranker", KEYWORD_RANKERS, key="search_keyword_ranker",
                                format_func=RANKER_LABELS.__getitem__)
-    rrf_k = cols[1].number_input("RRF k", 1, 1000, 60, key="search_rrf_k",
+    rrf_k = cols[1].number_input("RRF k", *RRF_K_RANGE, key="search_rrf_k",
                                  disabled=fusion != "rrf")
-    k1 = cols[2].number_input("BM25 k1", 0.1, 10.0, DEFAULT_K1, 0.1, key="search_k1",
+    k1 = cols[2].number_input("BM25 k1", *K1_RANGE, step=0.1, key="search_k1",
                               disabled=ranker != "bm25")
-    b = cols[3].number_input("BM25 b", 0.0, 1.0, DEFAULT_B, 0.05, key="search_b",
+    b = cols[3].number_input("BM25 b", 0.0, 1.0, step=0.05, key="search_b",
                              disabled=ranker != "bm25")
     fcols = st.columns(4)
     picked = fcols[0].multiselect("Categories", categories, key="search_categories",
@@ -97,6 +175,22 @@ with st.expander("Keyword ranker, RRF and filters"):
     st.caption("Filters run in SQL in both arms. With an HNSW or IVFFlat index, pgvector's "
                "iterative index scans keep a filtered search returning top-k rows when that "
                "many match.")
+
+# The view outlives the page (per collection, for the session) and is the page's URL, so a
+# reload or a copied link opens it again.
+views[collection.name] = {key: st.session_state[key] for key in VIEW_KEYS
+                          if key in st.session_state}
+view = SearchView.from_state(st.session_state)
+st.query_params.from_dict({**view.to_params(), "collection": collection.name})
+st.session_state["search_url_written"] = url_params()
+url_notes, url_view = st.session_state.get("search_url_notes", ([], None))
+if url_notes and url_view == view:
+    st.info(" ".join(url_notes), icon="ℹ️")
+with st.popover("Copy link to this view", icon=":material/link:"):
+    st.caption("This page with this query, ranking and category filter (metadata and date "
+               "filters are not in the link). Copy it with the button at the right.")
+    st.code(view.url(page_base_url(), collection=collection.name), language=None,
+            wrap_lines=True)
 
 effective_weight = {"semantic": 1.0, "keyword": 0.0}.get(mode, float(weight))
 filters = SearchFilters(
@@ -125,8 +219,9 @@ with results_tab, ui.errors_shown():
         st.info(note, icon="ℹ️")
     lexemes = hits.attrs.get("lexemes", [])
     st.caption(
-        f"{len(hits)} results from {hits.attrs.get('candidates', 0)} candidates (union of both "
-        f"arms) · {mode}" + (f", weight {effective_weight:.2f}, {fusion}" if mode == "hybrid"
+        f"{plural(len(hits), 'result')} from "
+        f"{plural(int(hits.attrs.get('candidates', 0)), 'candidate')} (union of both arms) · "
+        f"{mode}" + (f", weight {effective_weight:.2f}, {fusion}" if mode == "hybrid"
                              else "")
         + (f" · query lexemes: {', '.join(lexemes)}" if lexemes else "")
     )
@@ -136,14 +231,22 @@ with results_tab, ui.errors_shown():
         table = hits[["rank", "title", "category", "source", "fused_score", "semantic_score",
                       "semantic_rank", "keyword_score", "keyword_rank"]].copy()
         table["title"] = [t or e for t, e in zip(hits["title"], hits["external_id"], strict=True)]
+        # Narrow number columns so every column fits a 1440-px window without sideways scroll.
+        number = st.column_config.NumberColumn
         st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "fused_score": st.column_config.NumberColumn("fused", format="%.4f"),
-            "semantic_score": st.column_config.NumberColumn("semantic score", format="%.4f"),
-            "keyword_score": st.column_config.NumberColumn(
-                f"{RANKER_LABELS[str(ranker)]} score", format="%.4f"),
-            "semantic_rank": st.column_config.NumberColumn("semantic rank"),
-            "keyword_rank": st.column_config.NumberColumn("keyword rank"),
+            "rank": number("rank", width=45),
+            "title": st.column_config.TextColumn("title", width=220),
+            "category": st.column_config.TextColumn("category", width=95),
+            "source": st.column_config.TextColumn("found by", width=105),
+            "fused_score": number("fused", format="%.4f", width=70),
+            "semantic_score": number("semantic score", format="%.4f", width=110),
+            "semantic_rank": number("semantic rank", width=100),
+            "keyword_score": number(f"{ranker} score", format="%.4f", width=120),
+            "keyword_rank": number("keyword rank", width=100),
         })
+        st.download_button("Download results (CSV)", search_results_csv(hits),
+                           file_name=f"{collection.name}-search.csv", mime="text/csv",
+                           key="search_results_csv", on_click="ignore")
         badge = {"both": "🟣 both arms", "semantic only": "🔵 semantic only",
                  "keyword only": "🟠 keyword only"}
         for hit in hits.itertuples():
@@ -162,6 +265,7 @@ with compare_tab, ui.errors_shown():
             conn, collection, query, embedder=embedder, k=int(k),
             weight=effective_weight if mode == "hybrid" else 0.5, fusion=str(fusion),
             rrf_k=int(rrf_k), candidates=int(depth), keyword_ranker=str(ranker), filters=filters,
+            k1=float(k1), b=float(b),
         )
     st.caption(f"Top-{int(k)} of each ranking from the same candidates. Hybrid uses weight "
                f"{effective_weight if mode == 'hybrid' else 0.5:.2f} ({fusion}).")
@@ -176,4 +280,12 @@ with compare_tab, ui.errors_shown():
         col.markdown(f"**{label}**")
         col.dataframe(frame[["rank", "title"]], hide_index=True, width="stretch")
     st.markdown("**How far each document moved** (positive: hybrid ranks it higher than the arm)")
-    st.dataframe(pd.DataFrame(cmp.movement), hide_index=True, width="stretch")
+    st.caption("Ranks over all the candidates, as the Results tab shows them; blank where the "
+               "document is not among that arm's candidates.")
+    keyword_label = RANKER_LABELS[str(ranker)]
+    st.dataframe(cmp.movement.rename(columns={
+        "hybrid_rank": "hybrid rank", "semantic_rank": "semantic rank",
+        "keyword_rank": f"keyword rank ({keyword_label})",
+        "moved_vs_semantic": "moved vs semantic",
+        "moved_vs_keyword": f"moved vs keyword ({keyword_label})",
+    }), hide_index=True, width="stretch")

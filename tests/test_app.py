@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from psycopg import sql
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import PageOpener
 from vecdash.collections import Collection, drop_collection, get_collection
-from vecdash.demo import demo_documents
+from vecdash.demo import demo_documents, demo_is_incomplete
 
 
 def search_button(at: AppTest) -> Any:
@@ -62,6 +63,30 @@ def test_home_reloads_demo_with_progress(open_page: PageOpener, demo: Collection
     assert not at.exception, [e.message for e in at.exception]
     frame = at.dataframe[0].value
     assert frame[frame["collection"] == "demo"].iloc[0]["rows"] == len(demo_documents())
+
+
+def test_first_start_finishes_a_demo_left_half_loaded(
+    open_page: PageOpener, demo: Collection, conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 item 8: a first start stopped half-way leaves a partial demo; the next start
+    resumes the load (the other collections present do not stop it) and the page is drawn."""
+    total = len(demo_documents())
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id IN (SELECT id FROM {} ORDER BY id DESC "
+                         "LIMIT 40)").format(demo.table, demo.table))
+    assert demo_is_incomplete(conn)
+    monkeypatch.setenv("VECDASH_AUTOLOAD_DEMO", "1")
+    at = open_page(timeout=300)
+    assert not at.exception, [e.message for e in at.exception]
+    statuses = [s for s in at.status if "Demo collection ready" in s.label]
+    assert statuses and "40 passages loaded" in statuses[0].label, [s.label for s in at.status]
+    assert statuses[0].state == "complete"  # marked done once the page was drawn
+    assert not demo_is_incomplete(conn)
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(demo.table)).fetchone()
+    assert row is not None and row[0] == total
+    frame = at.dataframe[0].value
+    assert frame[frame["collection"] == "demo"].iloc[0]["rows"] == total
+    # A complete demo is left alone: the next start loads nothing.
+    again = open_page(timeout=300)
+    assert not [s for s in again.status if "Demo" in s.label]
 
 
 def test_tutorial_table_shows_on_home_and_attaches_on_ingest(

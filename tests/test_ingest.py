@@ -206,7 +206,10 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
         assert (report.inserted, report.skipped_duplicates) == (10, 6)
         assert [(f.external_id, f.reason) for f in report.failed] == [("e3", copy_writer.ID_TAKEN)]
         # the first batch met stored rows: its retry, then every batch of the load, looks up
-        assert lookups == ["content_hash", "external_id"] * 5
+        # (a batch already in flight when the first one met stored rows is checked on its
+        # retry too: once, whether it was submitted in time depends on the machine's load)
+        pair = ["content_hash", "external_id"]
+        assert lookups in (pair * 5, pair * 6) if parallel else lookups == pair * 5
         rows = conn.execute(sql.SQL("SELECT external_id, content FROM {}").format(
             sql.Identifier(unique_name))).fetchall()
         assert sorted(rows) == sorted((f"e{i}", f"doc {i}") for i in range(40))

@@ -47,3 +47,32 @@ def test_png() -> None:
     drawn = {colour for _, colour in Image.open(io.BytesIO(png)).convert("RGB").getcolors(1 << 20)}
     assert {rgb(c) for c in PALETTE[:4]} <= drawn  # one colour per label
     assert rgb("#d62728") in drawn  # the query's star
+
+
+def legend_strip(png: bytes) -> Image.Image:
+    """The legend column of the picture (right of the plot)."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return image.crop((image.width - 260, 0, image.width, image.height))
+
+
+def colours(image: Image.Image) -> set[tuple[int, int, int]]:
+    return {colour for _, colour in image.getcolors(1 << 20)}
+
+
+def test_png_draws_keyword_diamonds_and_a_legend_of_its_marks() -> None:
+    """The downloaded picture shows what the interactive map shows: keyword hits as blue
+    diamonds, semantic hits as red rings, and the legend names the rings, diamonds and star."""
+    made, labels = projection(clusters=2)  # two label colours, neither blue nor red
+    ids = list(made.frame["id"])
+    plain = render_png(made, labels)
+    marked = render_png(made, labels, highlight=ids[:2], semantic=ids[2:5], keyword=ids[5:9],
+                        query=Placement(0.0, 0.0, "test"))
+    blue, red = rgb("#1f77b4"), rgb("#d62728")
+    assert blue not in colours(Image.open(io.BytesIO(plain)).convert("RGB"))
+    assert blue in colours(Image.open(io.BytesIO(marked)).convert("RGB"))  # the diamonds
+    # Legend: nothing but the label colours without marks; the marks' own colours with them.
+    assert not {blue, red} & colours(legend_strip(plain))
+    assert {blue, red, (0, 0, 0)} <= colours(legend_strip(marked))
+    legend_only_keyword = render_png(made, labels, keyword=ids[5:9])
+    assert blue in colours(legend_strip(legend_only_keyword))
+    assert red not in colours(legend_strip(legend_only_keyword))

@@ -52,7 +52,10 @@ def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: 
 
     at.slider(key="ix_ef").set_value(10).run()
     assert not at.exception
-    assert any("ef_search=10" in c.value for c in at.caption)
+    assert any("ef_search=10" in c.value and "served by" in c.value for c in at.caption)
+    # The embedded server: each index is measured alone, shown as a ticked, fixed box.
+    isolate = at.checkbox(key="ix_isolate_on")
+    assert isolate.value and isolate.disabled
 
     button(at, "Run sweep").click().run()
     assert not at.exception, [e.message for e in at.exception]
@@ -61,6 +64,11 @@ def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: 
     sweep = at.dataframe[-1].value
     assert list(sweep["config"])[0] == "exact scan"
     assert list(sweep["setting"])[1:] == [f"ef_search={v}" for v in ix.EF_SEARCH_SWEEP]
+    assert sweep["index_used"].iloc[1:].all()
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert "Download table (CSV)" in downloads and "Download report (HTML)" in downloads
+    assert any(label.endswith("(PNG)") for label in downloads) or any(
+        "PNG charts need kaleido" in c.value for c in at.caption)
 
     assert any("Execution Time" in c.value for c in at.code)
 
@@ -80,6 +88,9 @@ def test_bad_build_shows_message_and_changes_nothing(
 def test_demo_uses_labeled_queries(open_page: PageOpener, demo: Collection) -> None:
     at = open_page("app_pages/indexes.py", collection=demo.name)
     assert any("labeled demo queries" in c.value for c in at.caption)
+    at.radio(key="ix_method").set_value("ivfflat").run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "about 1 list advised" in captions and "1 lists" not in captions
 
 
 def test_synthetic_data_form_creates_collection(open_page: PageOpener, pool: Any) -> None:
@@ -110,3 +121,67 @@ def test_read_only_hides_builds_but_measures(open_page: PageOpener, pool: Any, l
     assert "Build index" not in labels and "Generate and load" not in labels
     assert "Run sweep" in labels
     assert any(m.label == "recall@10" for m in at.metric)
+
+
+def test_outside_the_embedded_server_isolating_is_an_opt_in_that_warns(
+        open_page: PageOpener, pool: Any, lab: Collection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on someone else's server (isolation_is_safe answers False there): nothing is dropped
+    unless the box is ticked, the sweep says which index served what, ticking warns of the lock."""
+    with pool.connection() as conn:
+        ix.build_index(conn, lab, ix.IndexSpec("hnsw", m=4, ef_construction=16))
+        ix.build_index(conn, lab, ix.IndexSpec("hnsw", m=16, ef_construction=64))
+    monkeypatch.setattr(ix, "isolation_is_safe", lambda conn: False)
+    at = open_page("app_pages/indexes.py", collection=lab.name)
+    box = at.checkbox(key="ix_isolate")
+    assert not box.value and "locks the table" in box.label
+    button(at, "Run sweep").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    sweep = at.dataframe[-1].value
+    assert not sweep["index_used"].iloc[1:].all()  # one HNSW index served both sweeps
+    assert any("could not be measured alone" in w.value for w in at.warning)
+
+    at.checkbox(key="ix_isolate").check().run()
+    assert any("locks this table" in w.value for w in at.warning)
+    button(at, "Run sweep").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.dataframe[-1].value["index_used"].iloc[1:].all()
+    assert not any("could not be measured alone" in w.value for w in at.warning)
+
+
+def test_drop_asks_first_and_a_changed_index_set_clears_the_sweep(
+        open_page: PageOpener, pool: Any, lab: Collection) -> None:
+    """Issue 17 items 5 and 10: Drop needs its confirmation box; after a drop the old sweep's
+    charts are gone (they described indexes that no longer exist); a small collection is told
+    its figures are noise; one list is "1 list"."""
+    with pool.connection() as conn:
+        ix.build_index(conn, lab, ix.IndexSpec("hnsw", m=4, ef_construction=16))
+        name = ix.list_vector_indexes(conn, lab)[0].name
+    at = open_page("app_pages/indexes.py", collection=lab.name)
+    assert any("too few for index figures" in i.value for i in at.info)
+    button(at, "Run sweep").click().run()
+    assert len(at.get("plotly_chart")) == 2
+    drop = at.button(key="ix_drop")
+    assert drop.disabled  # not without the confirmation
+    at.checkbox(key="ix_drop_confirm").check().run()
+    at.button(key="ix_drop").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    with pool.connection() as conn:
+        assert [i.name for i in ix.list_vector_indexes(conn, lab)] == []
+    assert at.get("plotly_chart") == []
+    assert any("indexes changed since the last sweep" in i.value for i in at.info), name
+
+    at.radio(key="ix_method").set_value("ivfflat").run()
+    assert any("about 2 lists advised" in c.value for c in at.caption)  # 2,000 rows / 1000
+
+
+def test_each_sweep_times_the_exact_scan_again(pool: Any, lab: Collection) -> None:
+    """The exact-scan row of a sweep is timed by that sweep, not copied from the cached ground
+    truth (which keeps the latencies of its first run)."""
+    with pool.connection() as conn:
+        queries = ix.stored_vector_queries(conn, lab, n=20)
+        cached = ix.exact_measurement(conn, lab, queries, k=10)
+        first = ix.sweep(conn, lab, queries, k=10).iloc[0]
+        second = ix.sweep(conn, lab, queries, k=10).iloc[0]
+    assert first["config"] == "exact scan" and first["recall"] == 1.0
+    assert len({cached.p50_ms, first["p50_ms"], second["p50_ms"]}) == 3

@@ -70,6 +70,35 @@ def test_upload_csv_creates_a_collection(open_page: PageOpener, conn: Any) -> No
             drop_collection(conn, name)
 
 
+NOTES = (b"id,subject,text\n"
+         b"n1,Tea,Steep green tea for two minutes.\n"
+         b"n2,Rice,Rinse rice until the water runs clear.\n")
+
+
+def test_a_new_upload_starts_a_fresh_form(open_page: PageOpener, conn: Any) -> None:
+    """Issue 17 item 3: after one file is loaded and another uploaded in its place, the form
+    holds the new file's name and mapping and the old "Done" summary is gone."""
+    name = f"chores_{uuid.uuid4().hex[:8]}"
+    at = upload(open_page("app_pages/ingest.py"))
+    at.selectbox(key="ing_map_content").set_value("body").run()
+    at.selectbox(key="ing_map_category").set_value("topic").run()
+    at.text_input(key="ing_new_name").set_value(name).run()
+    try:
+        at.button(key="ing_start").click().run()
+        assert any(f"'{name}'" in s.value for s in at.success)
+        # Remove the upload, then add another file.
+        at.file_uploader(key="ing_files").set_value([]).run()
+        upload(at, "kitchen_notes.csv", NOTES)
+        assert not at.success, [s.value for s in at.success]  # the old summary is gone
+        assert at.text_input(key="ing_new_name").value == "kitchen_notes"
+        assert at.selectbox(key="ing_map_content").value == "text"
+        assert at.selectbox(key="ing_map_category").value == "(none)"
+        assert at.selectbox(key="ing_map_id").value == "id"
+    finally:
+        if any(c.name == name for c in list_collections(conn)):
+            drop_collection(conn, name)
+
+
 def test_mismatched_existing_collection_is_refused_before_work(
     open_page: PageOpener, conn: Any, unique_name: str) -> None:
     create_collection(conn, unique_name, dimension=1536, embedder="openai",

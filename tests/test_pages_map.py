@@ -47,6 +47,8 @@ def test_map_draws_demo_and_selects_a_point(open_page: PageOpener, demo: Collect
     assert categories <= names  # coloured by category, one trace each
     assert sum(len(values(t["x"])) for t in spec["data"] if t["name"] in categories) == len(demo_documents())
     assert spec["data"][0]["type"] == "scattergl"
+    # A select/lasso dragmode makes Streamlit turn click selection off (the browser test clicks).
+    assert spec["layout"].get("dragmode") not in ("lasso", "select")
 
     # a reload (new session) gets the stored projection
     again = open_page("app_pages/map.py", collection="demo")
@@ -62,9 +64,9 @@ def test_map_draws_demo_and_selects_a_point(open_page: PageOpener, demo: Collect
     assert selected is not None and selected["customdata"] == [ids[0]]
     assert neighbours is not None and len(neighbours["customdata"]) == 10
     assert ids[0] not in neighbours["customdata"]
-    side_tables = [d.value for d in again.dataframe]
-    assert any(list(t.columns) == ["rank", "title", "distance"] and len(t) == 10
-               for t in side_tables)
+    side_tables = [t.value for t in again.table]  # a table: long titles wrap, not cut off
+    assert any(list(t.columns) == ["title", "distance"] and len(t) == 10
+               and list(t.index) == list(range(1, 11)) for t in side_tables)
 
 
 def test_map_places_a_query_with_semantic_and_keyword_hits(open_page: PageOpener, demo: Collection) -> None:

@@ -36,10 +36,25 @@ def given_vectors(vectors: list[Any], dimension: int) -> tuple[np.ndarray, list[
 
 
 def check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np.ndarray | None, str]:
-    """One record's vector as float32, or None and why not (see given_vectors for batches)."""
+    """One record's vector as float32, or None and why not (see given_vectors for batches): a
+    flat list of numbers; nested lists, booleans and numbers written as text are refused."""
+    if isinstance(vec, np.ndarray):
+        if vec.ndim != 1 or vec.dtype.kind not in "iuf":
+            return None, (f"the vector is a {vec.ndim}-dimensional array of {vec.dtype}, not a "
+                          "flat list of numbers")
+        items: Any = vec
+    elif isinstance(vec, (list, tuple)):
+        items = vec
+        if not set(map(type, items)) <= _NUMBER_TYPES:  # the loop only when something is odd
+            for x in items:
+                if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+                    return None, (f"the vector holds {repr(x)[:40]} ({type(x).__name__}), not a "
+                                  "number: a vector is a flat list of numbers")
+    else:
+        return None, f"the vector is a {type(vec).__name__}, not a list of numbers"
     try:
-        arr = np.asarray(vec, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError):
+        arr = np.asarray(items, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
         return None, "the vector is not a list of numbers"
     if arr.shape[0] != dimension:
         return None, (
@@ -48,6 +63,9 @@ def check_vector(vec: Sequence[float] | np.ndarray, dimension: int) -> tuple[np.
     if not np.all(np.isfinite(arr)):
         return None, "the vector contains NaN or infinite values"
     return arr, ""
+
+
+_NUMBER_TYPES = {float, int}
 
 
 def pack_vectors(matrix: np.ndarray, vector_type: str) -> list[bytes]:

@@ -7,6 +7,7 @@ maps names to (function, help, argument setup). Errors print their message and e
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vecdash import db
 from vecdash.config import Settings, settings_table
 from vecdash.errors import VecdashError
+from vecdash.redaction import redact, redact_logs
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -32,8 +34,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"database:   {info.label} ({info.source})")
     print(f"postgres:   {info.postgres_version}")
     print(f"pgvector:   {info.pgvector_version}")
-    print(f"read-only:  {'yes' if info.read_only else 'no'}")
+    print(f"read-only:  {read_only_line(info)}")
+    from vecdash.embedders import local_precision  # the model's calibration, cached per machine
+
+    print(f"local model precision: {local_precision().describe()}")
     return 0
+
+
+def read_only_line(info: db.ServerInfo) -> str:
+    """What read-only mode means for this connection's role (README: "Read-only mode")."""
+    if not info.read_only:
+        return "no"
+    if info.read_only_enforced:
+        return f"yes, enforced: role {info.user} may only read"
+    return (f"yes, but advisory: role {info.user} can write, so only vecdash and the session's "
+            "default_transaction_read_only stop writes. Connect as a read-only role for a "
+            "guarantee (README: Using your own PostgreSQL)")
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
@@ -77,12 +93,22 @@ def _query_embedder(collection: Collection) -> Embedder:
                         base_url=settings.openai_base_url)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from vecdash.collections import get_collection
-    from vecdash.search import search_text
+def _check_whole(value: Any, option: str, *, least: int = 1, example: str = "") -> None:
+    """Refuse an option's number before any work (a count, a depth, a cutoff)."""
+    from vecdash.errors import InvalidInput
 
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidInput(f"{option} must be a whole number of at least {least}; got {value!r}."
+                           + (f" For example {option} {example}." if example else ""))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from vecdash.collections import get_collection, require_table
+    from vecdash.search import check_k, search_text
+
+    check_k(args.k)
     with _connect() as conn:
-        collection = get_collection(conn, args.collection)
+        collection = require_table(conn, get_collection(conn, args.collection))
         hits = search_text(conn, collection, args.query, embedder=_query_embedder(collection),
                            k=args.k)
     for hit in hits.itertuples():
@@ -91,18 +117,63 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vecdash.collections import get_collection
+    from vecdash.collections import get_collection, require_table
+    from vecdash.errors import InvalidInput
     from vecdash.labels import load_labeled_files
-    from vecdash.quality import evaluation_report, run_labeled_queries
+    from vecdash.quality import check_eval_parameters, evaluation_report, run_labeled_queries
+    from vecdash.report import check_report_path, compare, index_summary, quality_report, write_report
+    from vecdash.search_setting import parse_setting
+    from vecdash.tuning import TuneGrid, fetch_tuning_runs, tune
 
+    check_eval_parameters(k=args.k, weight=args.weight, fusion=args.fusion)
+    _check_whole(args.candidates, "--candidates", example="100")
+    if args.cv is not None:
+        _check_whole(args.cv, "--cv", least=2, example="5")
+    if args.html:
+        check_report_path(args.html, force=args.force)  # before any work
+    specs = [s for s in (args.compare or []) if s.strip().lower() != "tuned"]
+    parsed = {s: parse_setting(s) for s in specs}  # a bad spec fails before any work
+    if args.compare and len(parsed) < len(args.compare) and not (args.cv or args.tune):
+        raise InvalidInput('"tuned" in --compare is the setting a tune chooses: add --tune '
+                           "(or --cv N).")
+
+    def bar(i: int, n: int) -> None:
+        if i == n or i * 20 // n != (i - 1) * 20 // n:  # every 5%
+            print(f"\rtuning: {100 * i // n}%", end="" if i < n else "\n", file=sys.stderr,
+                  flush=True)
+
+    tuned = comparison = None
     with _connect() as conn:
-        collection = get_collection(conn, args.collection)
+        collection = require_table(conn, get_collection(conn, args.collection))
         labeled = load_labeled_files(args.queries, args.qrels, collection=collection)
         for p in labeled.problems:
             print(f"{p.source}:{p.line or '-'}: {p.problem}", file=sys.stderr)
-        run = run_labeled_queries(conn, collection, labeled, embedder=_query_embedder(collection),
+        embedder = _query_embedder(collection)
+        run = run_labeled_queries(conn, collection, labeled, embedder=embedder,
                                   candidates=args.candidates)
-    print(evaluation_report(run, k=args.k, weight=args.weight, fusion=args.fusion))
+        print(evaluation_report(run, k=args.k, weight=args.weight, fusion=args.fusion))
+        if args.cv or args.tune:
+            grid = TuneGrid() if args.tune else TuneGrid.weight_sweep(candidates=args.candidates)
+            tuned = tune(conn, collection, labeled, embedder=embedder, grid=grid,
+                         folds=args.cv or 5, seed=args.seed, k=args.k, progress=bar)
+            print("\n" + tuned.report())
+        if args.compare:
+            a, b = (tuned.chosen if tuned and s.strip().lower() == "tuned" else parsed[s]
+                    for s in args.compare)
+            runs = fetch_tuning_runs(conn, collection, labeled, embedder=embedder,
+                                     settings=[a, b])
+            comparison = compare(runs.run_for(a), a.config(), b.config(), measure="nDCG@10",
+                                 k=args.k, run_b=runs.run_for(b))
+            print("\n" + comparison.text())
+            if tuned and "tuned" in (x.strip().lower() for x in args.compare):
+                print("  note: the tuned setting was chosen on these same queries, so this test "
+                      "flatters it; the cross-validated score above is the fair figure.")
+        if args.html:
+            text = quality_report(run, collection=collection,
+                                  indexes=index_summary(conn, collection), k=args.k,
+                                  weight=args.weight, candidates=args.candidates,
+                                  comparison=comparison, tuned=tuned, labels=labeled.source)
+            print(f"\nwrote {write_report(args.html, text, force=args.force)}")
     return 0
 
 
@@ -111,9 +182,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from vecdash.chunking import ChunkSpec
     from vecdash.embedders import get_embedder
+    from vecdash.ingest import check_batch_size
     from vecdash.loading import ingest_file
     from vecdash.readers import ColumnMapping, ReadCounter, count_rows, detect_format
 
+    check_batch_size(args.batch_size)  # before any work
     settings = Settings.from_env()
     fmt = detect_format(args.file)
     embedder = None
@@ -147,7 +220,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             text_mode=args.text_mode,
             chunking=ChunkSpec(args.chunking, args.chunk_size, args.overlap),
             embedder=embedder, metric=args.metric, batch_size=args.batch_size,
-            progress=progress, counter=counter)
+            progress=progress, counter=counter, vectors_from=args.vectors_from)
     print(file=sys.stderr)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -179,16 +252,23 @@ def _setup_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunking", default="none", choices=["none", "paragraph", "tokens"])
     p.add_argument("--chunk-size", type=int, default=200, help="tokens per chunk")
     p.add_argument("--overlap", type=int, default=40, help="tokens shared by neighbours")
-    p.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
+    p.add_argument("--metric", default=None, choices=["cosine", "l2", "ip"],
+                   help="for a new collection (default: a vecdash export's own, else cosine)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--vectors-from", metavar="PROVIDER/MODEL", default=None,
+                   help="with --embedder none: the model that made the file's vectors, e.g. "
+                        "local/all-MiniLM-L6-v2 (lets them into that model's collection)")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from vecdash import indexes as ix
-    from vecdash.collections import get_collection
+    from vecdash.collections import get_collection, require_table
 
+    _check_whole(args.k, "-k", example="10")
+    _check_whole(args.sample_vectors, "--sample-vectors", example="50")
+    _check_whole(args.workers, "--workers", least=0, example="2")
     with _connect() as conn:
-        collection = get_collection(conn, args.collection)
+        collection = require_table(conn, get_collection(conn, args.collection))
         if args.drop:
             ix.drop_index(conn, collection, args.drop)
             print(f"dropped {args.drop}")
@@ -205,9 +285,14 @@ def cmd_index(args: argparse.Namespace) -> int:
                   f"{i.size_bytes / 2**20:8.1f} MB  build {took}")
         if args.sweep:
             queries = ix.stored_vector_queries(conn, collection, n=args.sample_vectors)
-            frame = ix.sweep(conn, collection, queries, k=args.k)
+            # Dropping the other indexes to measure each alone locks the table: only where
+            # vecdash runs the server itself.
+            frame = ix.sweep(conn, collection, queries, k=args.k,
+                             isolate=ix.isolation_is_safe(conn))
             print(frame[["config", "setting", "recall", "p50_ms", "p95_ms", "qps"]]
                   .to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+            for note in dict.fromkeys(n for n in frame.get("note", []) if isinstance(n, str) and n):
+                print(f"note: {note}")
     return 0
 
 
@@ -227,6 +312,59 @@ def _setup_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-vectors", type=int, default=50, metavar="N",
                    help="how many stored vectors the sweep uses as queries")
     p.add_argument("-k", type=int, default=10)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vecdash.collections import get_collection
+
+    with _connect() as conn:
+        collection = get_collection(conn, args.collection)
+        if args.pg_dump:
+            from vecdash.pg_dump import dump_collection
+
+            dumped = dump_collection(conn, collection, args.pg_dump, force=args.force)
+            print(f"{collection.name}: dumped to {dumped.path} ({dumped.bytes / 2**20:.1f} MB, "
+                  f"{dumped.pg_dump}); restore into a fresh database with: "
+                  f"psql -d NEWDB -v ON_ERROR_STOP=1 -f {dumped.path}")
+            return 0
+        from vecdash.export import export_collection
+
+        def progress(done: int, total: int) -> None:
+            width = 30
+            filled = int(width * done / total) if total else width
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows",
+                  end="", file=sys.stderr, flush=True)
+
+        report = export_collection(conn, collection, args.to, force=args.force,
+                                   batch_size=args.batch_size, progress=progress)
+    print(file=sys.stderr)
+    print(f"{collection.name}: {report.rows} rows to {report.path} ({report.format}, "
+          f"{report.bytes / 2**20:.1f} MB)")
+    return 0
+
+
+def _setup_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="FILE", help="FILE.parquet or FILE.jsonl")
+    target.add_argument("--pg-dump", metavar="FILE", help="a pg_dump SQL script of the table")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--batch-size", type=int, default=1000, help="rows read per batch")
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from vecdash.collections import drop_collection, get_collection
+
+    with _connect() as conn:
+        collection = get_collection(conn, args.collection)
+        drop_collection(conn, collection.name)
+    kept = "" if collection.managed else " (an attached table: only unregistered, never dropped)"
+    print(f"dropped {collection.name}{kept}")
+    return 0
+
+
+def _setup_drop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("collection", help="the collection to drop (its table too, when vecdash made it)")
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -252,6 +390,18 @@ def _setup_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight", type=float, default=0.5, help="semantic weight of the hybrid rows")
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
     p.add_argument("--candidates", type=int, default=100, help="candidate depth per arm")
+    p.add_argument("--cv", type=int, metavar="FOLDS",
+                   help="cross-validate the weight sweep's choice over FOLDS folds (with --tune: "
+                        "the whole grid)")
+    p.add_argument("--tune", action="store_true",
+                   help="tune weight, fusion, keyword ranker, BM25 k1/b and depth (5 folds "
+                        "unless --cv)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help='paired test of B against A, e.g. "semantic" "hybrid w=0.7 fusion=rrf" '
+                        '(keys: w fusion rrf_k ranker k1 b depth; "tuned": the tune\'s choice)')
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--force", action="store_true", help="overwrite the --html file")
 
 
 COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]] = {
@@ -264,8 +414,22 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "ingest": (cmd_ingest, "load a file into a collection (resumes: stored rows are skipped)",
                _setup_ingest),
     "index": (cmd_index, "list, build, drop vector indexes; --sweep recall vs latency", _setup_index),
+    "export": (cmd_export, "a collection to Parquet / JSONL (--to) or a pg_dump script (--pg-dump)",
+               _setup_export),
+    "drop": (cmd_drop, "drop a collection (or forget one whose table is gone)", _setup_drop),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of an exception (file:line in function), for a bug report."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "(unknown)"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,8 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if setup is not None:
             setup(p)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    redact_logs()
     try:
         return COMMANDS[args.command][0](args)
     except VecdashError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: what was committed stays (the load says how much)
+        print(f"\n{redact(str(exc)) or 'stopped'}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still never a traceback or a secret on the terminal
+        logging.getLogger("vecdash").error("%s in the %s command, at %s", type(exc).__name__,
+                                           args.command, _where(exc))
+        print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))} (this is a bug in "
+              "vecdash; please report it with the command you ran)", file=sys.stderr)
         return 2

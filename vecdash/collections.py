@@ -8,6 +8,8 @@ registry with its column names, and vecdash reads it in place without copying or
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +20,7 @@ from psycopg.rows import dict_row
 
 from vecdash.db import relation_exists, require_writable
 from vecdash.errors import InvalidInput, NotFound
+from vecdash.text_checks import text_problem
 
 Metric = Literal["cosine", "l2", "ip"]
 METRICS: tuple[Metric, ...] = ("cosine", "l2", "ip")
@@ -87,8 +90,8 @@ def validate_name(name: str) -> str:
     """A collection name: any text, 1 to 63 bytes, no NUL. Quoted by sql.Identifier wherever used."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("The collection name is empty. Give it a name, e.g. 'support_articles'.")
-    if "\x00" in name:
-        raise InvalidInput("The collection name contains a NUL character. Remove it.")
+    if problem := text_problem(name):
+        raise InvalidInput(f"The collection name {problem}. Remove it.")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise InvalidInput(
             f"The collection name is {len(name.encode())} bytes; PostgreSQL allows at most "
@@ -114,6 +117,48 @@ def index_name(table: str, suffix: str) -> str:
     return f"{head}_{digest}_{suffix}"
 
 
+def _free_index_name(conn: psycopg.Connection[Any], schema: str, table: str, suffix: str) -> str:
+    """index_name(table, suffix), or with a counter when a relation of that name exists already
+    (a table called ``zz_tsv_gin`` must not stop a collection ``zz``)."""
+    for n in range(1, 100):
+        candidate = index_name(table, suffix if n == 1 else f"{suffix}{n}")
+        if not relation_exists(conn, candidate, schema=schema):
+            return candidate
+    raise InvalidInput(f"Could not find a free index name for {table!r}; pick another name.")
+
+
+def _lock_key(name: str) -> int:
+    """The advisory lock key of a collection name (signed 64 bits, as pg_advisory_lock takes)."""
+    digest = hashlib.sha256(f"vecdash collection {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def collection_lock(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
+    """Hold the advisory lock on a collection name (session level) for the block: a second
+    load creating the same collection waits here, then finds it made and loads into it."""
+    key = _lock_key(name)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def require_table(conn: psycopg.Connection[Any], collection: Collection) -> Collection:
+    """``collection`` when its table is there; NotFound with the way out when it was dropped
+    outside vecdash."""
+    if not relation_exists(conn, collection.table_name, schema=collection.schema_name):
+        raise NotFound(
+            f"The table {collection.schema_name}.{collection.table_name} of collection "
+            f"{collection.name!r} is gone (dropped outside vecdash). Forget the collection with "
+            f"`python -m vecdash drop {collection.name}` (or Drop on the Home page), then load "
+            "it again."
+        )
+    return collection
+
+
 _FIELDS = [f for f in Collection.__dataclass_fields__]
 
 
@@ -128,6 +173,7 @@ def list_collections(conn: psycopg.Connection[Any]) -> list[Collection]:
 
 def get_collection(conn: psycopg.Connection[Any], name: str) -> Collection:
     """The collection called ``name``; NotFound if there is none."""
+    validate_name(name)  # a NUL or a lone surrogate would reach PostgreSQL as a raw error
     query = sql.SQL("SELECT {} FROM vecdash_collections WHERE name = %s").format(
         sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
     )
@@ -166,17 +212,6 @@ def create_collection(
             f"Dimension {dimension!r} is not usable: pgvector stores 1 to {MAX_STORED_DIM} dimensions."
         )
     vector_type = "vector" if dimension <= MAX_VECTOR_DIM else "halfvec"
-    row = conn.execute("SELECT 1 FROM vecdash_collections WHERE name = %s", (name,)).fetchone()
-    if row is not None:
-        raise InvalidInput(
-            f"A collection named {name!r} already exists. Load into it, drop it first, or pick "
-            "another name."
-        )
-    if relation_exists(conn, name, schema=schema):
-        raise InvalidInput(
-            f"A table named {schema}.{name} already exists. Attach it as a collection instead, "
-            "or pick another name."
-        )
     cfg = conn.execute("SELECT 1 FROM pg_ts_config WHERE cfgname = %s", (text_config,)).fetchone()
     if cfg is None:
         raise InvalidInput(
@@ -204,6 +239,19 @@ def create_collection(
         cfg=sql.Literal(text_config),
     )
     with conn.transaction():
+        # Two sessions creating the same name: the second waits here, then is told it exists.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(name),))
+        row = conn.execute("SELECT 1 FROM vecdash_collections WHERE name = %s", (name,)).fetchone()
+        if row is not None:
+            raise InvalidInput(
+                f"A collection named {name!r} already exists. Load into it, drop it first, or "
+                "pick another name."
+            )
+        if relation_exists(conn, name, schema=schema):
+            raise InvalidInput(
+                f"A table named {schema}.{name} already exists. Attach it as a collection "
+                "instead, or pick another name."
+            )
         conn.execute(ddl)
         # Rows stay whole up to a page: a 384-d vector plus a few hundred characters of text is
         # over the default 2 kB at which PostgreSQL moves the vector (the largest value, storage
@@ -213,12 +261,12 @@ def create_collection(
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE MAIN").format(table))
         conn.execute(
             sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
-                sql.Identifier(index_name(name, "tsv_gin")), table
+                sql.Identifier(_free_index_name(conn, schema, name, "tsv_gin")), table
             )
         )
         conn.execute(
             sql.SQL("CREATE INDEX {} ON {} (category)").format(
-                sql.Identifier(index_name(name, "category")), table
+                sql.Identifier(_free_index_name(conn, schema, name, "category")), table
             )
         )
         conn.execute(
@@ -245,8 +293,30 @@ def drop_collection(conn: psycopg.Connection[Any], name: str) -> None:
     collection = get_collection(conn, name)
     with conn.transaction():
         if collection.managed:
+            _forget_table(conn, collection)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(collection.table))
         conn.execute("DELETE FROM vecdash_collections WHERE name = %s", (name,))
+        # What vecdash keeps about it elsewhere would come back with a new collection of the
+        # same name: its saved search setting, its maps, its precision counts.
+        for side in ("vecdash_search_defaults", "vecdash_projections",
+                     "vecdash_vector_precisions"):
+            if relation_exists(conn, side):
+                conn.execute(sql.SQL("DELETE FROM {} WHERE collection = %s").format(
+                    sql.Identifier(side)), (name,))
+
+
+def _forget_table(conn: psycopg.Connection[Any], collection: Collection) -> None:
+    """Remove the BM25 statistics and index build records of a managed table about to go."""
+    table = collection.table.as_string(conn)
+    if not relation_exists(conn, collection.table_name, schema=collection.schema_name):
+        return
+    for side in ("vecdash_bm25_terms", "vecdash_bm25_totals"):
+        if relation_exists(conn, side):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE relid = %s::regclass").format(
+                sql.Identifier(side)), (table,))
+    if relation_exists(conn, "vecdash_index_builds"):
+        conn.execute("DELETE FROM vecdash_index_builds WHERE schema_name = %s AND table_name = %s",
+                     (collection.schema_name, collection.table_name))
 
 
 def bump_data_version(conn: psycopg.Connection[Any], name: str) -> None:

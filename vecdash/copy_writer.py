@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from psycopg.copy import QueuedLibpqWriter
 from vecdash.collections import Collection, bump_data_version
 from vecdash.db import sibling_connection
 from vecdash.ingest_report import Failure, IngestReport, ProgressCallback
+from vecdash.vector_precisions import record_precisions
 
 # Batches written at once by background connections (see ingest_records): two keep both cores
 # of a small machine busy; the server's row locks order what they share (statistics, registry).
@@ -29,17 +30,25 @@ COPY_COLUMNS = ("external_id", "title", "content", "category", "metadata", "cont
 COPY_TYPES = ("text", "text", "text", "text", "bytea", "text", "timestamptz", "bytea")
 _ID, _HASH = COPY_COLUMNS.index("external_id"), COPY_COLUMNS.index("content_hash")
 ID_TAKEN = "another document with this id is already stored (different content)"
+# A row PostgreSQL refuses on its own (a tsvector over 1 MB, bad text): the batch is written
+# again in halves, so that row alone fails and the others load.
+ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded)
+# Rows another load stores while this one writes: how many times a batch is checked again.
+RACE_RETRIES = 5
 
 
 @dataclass
 class PreparedBatch:
     """A batch ready to write: COPY rows (COPY_COLUMNS), and its content hashes and external
-    ids; ``unchecked``: prepared without looking up which of its rows are stored already."""
+    ids; ``unchecked``: prepared without looking up which of its rows are stored already;
+    ``precisions``: its rows the local model embedded, per precision (vector_precisions)."""
 
     rows: list[tuple[Any, ...]]
     hashes: set[str]
     external_ids: set[str]
     unchecked: bool = False
+    precisions: dict[str, int] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # external id -> "file.csv:12"
 
 
 
@@ -66,7 +75,8 @@ class BatchWriter:
         self.idle: list[psycopg.Connection[Any]] = []
         self.opened: list[psycopg.Connection[Any]] = []
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: deque[tuple[Future[int], PreparedBatch, psycopg.Connection[Any], int]] = deque()
+        self.in_flight: deque[tuple[Future[tuple[int, list[Failure]]], PreparedBatch,
+                                    psycopg.Connection[Any], int]] = deque()
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -102,10 +112,10 @@ class BatchWriter:
         if not self.overlap or alone:
             self.finish()
             try:
-                inserted = write_batch(self.conn, self.collection, batch.rows)
+                inserted = self._counted(write_isolating(self.conn, self.collection, batch.rows,
+                                                         batch.precisions, batch.origins))
             except psycopg.errors.UniqueViolation:
-                if not batch.unchecked:
-                    raise
+                # unchecked, or another load stored some of these rows meanwhile
                 inserted = self._write_checked(batch)
             self._done(inserted, size)
             return
@@ -119,8 +129,9 @@ class BatchWriter:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="vecdash-copy")
         self.in_flight.append(
-            (self.pool.submit(write_batch, other, self.collection, batch.rows), batch, other,
-             size))
+            (self.pool.submit(write_isolating, other, self.collection, batch.rows,
+                              batch.precisions, batch.origins),
+             batch, other, size))
 
     def finish(self) -> None:
         while self.in_flight:
@@ -134,10 +145,8 @@ class BatchWriter:
     def _collect_one(self) -> None:
         future, batch, other, size = self.in_flight[0]
         try:
-            inserted = future.result()  # an error leaves it in flight for __exit__ to wait on
+            inserted = self._counted(future.result())  # an error leaves it in flight for __exit__
         except psycopg.errors.UniqueViolation:
-            if not batch.unchecked:
-                raise
             self.in_flight.popleft()
             self.idle.append(other)
             inserted = self._write_checked(batch)
@@ -150,10 +159,25 @@ class BatchWriter:
         """Write an unchecked batch that met a stored row again, without its stored rows. The
         batches in flight cannot hold its rows or ids (pending keys), so none of them waits."""
         self.check_stored = True
-        keep = unstored(self.conn, self.collection,
-                         [(row[_HASH], row[_ID]) for row in batch.rows], self.report)
-        rows = [row for row, new in zip(batch.rows, keep, strict=True) if new]
-        return write_batch(self.conn, self.collection, rows) if rows else 0
+        rows = batch.rows
+        for attempt in range(RACE_RETRIES):
+            keep = unstored(self.conn, self.collection,
+                            [(row[_HASH], row[_ID]) for row in rows], self.report)
+            rows = [row for row, new in zip(rows, keep, strict=True) if new]
+            if not rows:
+                return 0
+            try:
+                return self._counted(write_isolating(self.conn, self.collection, rows,
+                                                     batch.precisions, batch.origins))
+            except psycopg.errors.UniqueViolation:
+                if attempt == RACE_RETRIES - 1:
+                    raise
+        return 0
+
+    def _counted(self, written: tuple[int, list[Failure]]) -> int:
+        inserted, failures = written
+        self.report.failed.extend(failures)
+        return inserted
 
     def _done(self, inserted: int, processed: int) -> None:
         self.report.inserted += inserted
@@ -191,9 +215,38 @@ def _stored_values(conn: psycopg.Connection[Any], collection: Collection, column
     return {r[0] for r in conn.execute(query, (values,)).fetchall()}
 
 
+def write_isolating(conn: psycopg.Connection[Any], collection: Collection,
+                    rows: list[tuple[Any, ...]], precisions: dict[str, int] | None = None,
+                    origins: dict[str, str] | None = None) -> tuple[int, list[Failure]]:
+    """write_batch, and when PostgreSQL refuses a row of it (ROW_ERRORS) the batch written again
+    in halves, down to that row, which fails alone: the rows written and the rows refused."""
+    try:
+        return write_batch(conn, collection, rows, precisions), []
+    except ROW_ERRORS as exc:
+        if len(rows) == 1:
+            ext = str(rows[0][_ID])
+            where = (origins or {}).get(ext)
+            return 0, [Failure(ext, row_error_reason(exc) + (f" ({where})" if where else ""))]
+    half = len(rows) // 2
+    first, failed_first = write_isolating(conn, collection, rows[:half], precisions, origins)
+    second, failed_second = write_isolating(conn, collection, rows[half:],
+                                            None if first else precisions, origins)
+    return first + second, failed_first + failed_second
+
+
+def row_error_reason(exc: psycopg.Error) -> str:
+    """Why PostgreSQL refused one row, and what to do about it."""
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded) and "tsvector" in first_line:
+        return ("the text is too long for PostgreSQL's full-text index (its tsvector would be "
+                "over 1 MB); split it into smaller documents (chunking) and load it again")
+    return f"PostgreSQL refused this row ({first_line}); fix it and load the file again"
+
+
 def write_batch(conn: psycopg.Connection[Any], collection: Collection,
-                rows: list[tuple[Any, ...]]) -> int:
-    """One binary COPY and the data_version bump, in one transaction; returns the rows written."""
+                rows: list[tuple[Any, ...]], precisions: dict[str, int] | None = None) -> int:
+    """One binary COPY, the data_version bump and the rows embedded per precision, in one
+    transaction; returns the rows written."""
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         collection.table, sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS)))
     with conn.transaction():
@@ -207,4 +260,6 @@ def write_batch(conn: psycopg.Connection[Any], collection: Collection,
             for row in rows:
                 copy.write_row(row)
         bump_data_version(conn, collection.name)
+        if precisions:
+            record_precisions(conn, collection, precisions)
     return len(rows)

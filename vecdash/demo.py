@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from vecdash.collections import Collection, create_collection, drop_collection, get_collection
 from vecdash.embedders import Embedder
@@ -71,6 +72,17 @@ def demo_exists(conn: psycopg.Connection[Any]) -> bool:
     except NotFound:
         return False
     return True
+
+
+def demo_is_incomplete(conn: psycopg.Connection[Any]) -> bool:
+    """True when the demo collection exists with fewer rows than the bundled passages: a load
+    that was stopped half-way (load_demo resumes it: stored passages are skipped)."""
+    try:
+        collection = get_collection(conn, DEMO_COLLECTION)
+    except NotFound:
+        return False
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(collection.table)).fetchone()
+    return row is not None and int(row[0]) < len(demo_documents())
 
 
 def load_demo(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -23,24 +24,29 @@ import psycopg
 from psycopg import sql
 
 from vecdash.batch_vectors import given_vectors, pack_vectors
-from vecdash.collections import Collection, bump_data_version
+from vecdash.collections import Collection, bump_data_version, require_table
 from vecdash.copy_writer import ID_TAKEN, BatchWriter, PreparedBatch, unstored
 from vecdash.db import require_writable
 from vecdash.embedders import Embedder
 from vecdash.embedding_cache import embed_with_cache, ensure_embedding_cache
-from vecdash.errors import Cancelled, InvalidInput
+from vecdash.errors import Cancelled, ConnectionFailed, InvalidInput
 from vecdash.ingest_report import Failure, IngestReport, ProgressCallback
-from vecdash.records import Record, content_hash, embed_text
+from vecdash.records import Record, clean_record, content_hash, embed_text
+from vecdash.vector_precisions import ensure_vector_precisions
 
 # Record and the report types are defined lower down (records, ingest_report); they are named
 # here too so that `from vecdash.ingest import Record, IngestReport` keeps working.
 __all__ = [
-    "Failure", "IngestReport", "ProgressCallback", "Record", "check_embedder", "content_hash",
-    "delete_documents", "embed_text", "ingest_records",
+    "Failure", "IngestReport", "ProgressCallback", "Record", "check_batch_size", "check_embedder",
+    "content_hash", "delete_documents", "embed_text", "ingest_records",
 ]
 
 # One encoder for every row (json.dumps with arguments builds a new one per call).
 _JSON = json.JSONEncoder(default=str)
+# A batch is one transaction and one COPY held in memory: beyond this, a load gains nothing.
+MAX_BATCH_SIZE = 100_000
+# What a metadata JSON text (ASCII, escaped) holds when it has a character PostgreSQL refuses.
+_BAD_JSON_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.IGNORECASE)
 
 
 def check_embedder(collection: Collection, embedder: Embedder | None) -> None:
@@ -61,6 +67,15 @@ def check_embedder(collection: Collection, embedder: Embedder | None) -> None:
             f"vectors from {embedder.provider}/{embedder.model} would not be comparable with them. "
             "Use the same model, or load into a new collection."
         )
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """Refuse a batch size that is not a whole number from 1 to MAX_BATCH_SIZE, before any work."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or \
+            not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"The batch size must be a whole number from 1 to {MAX_BATCH_SIZE:,}; "
+                           f"got {batch_size!r}. The default, 256, suits most loads.")
+    return batch_size
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -129,15 +144,42 @@ def ingest_records(
     garbage collector is paused meanwhile (see _GcPause).
     """
     require_writable(conn)
+    check_batch_size(batch_size)
     if not collection.managed:
         raise InvalidInput(
             f"{collection.name!r} is an attached table; vecdash only loads into collections it "
             "created. Create a new collection for these documents."
         )
+    require_table(conn, collection)
     check_embedder(collection, embedder)
     if embedder is not None and use_cache:
         ensure_embedding_cache(conn)
+    if getattr(embedder, "calls_by_precision", None) is not None:
+        ensure_vector_precisions(conn)  # the local model: its precision is kept with the rows
     report = IngestReport()
+    try:
+        _load(conn, collection, records, report, embedder=embedder, batch_size=batch_size,
+              progress=progress, should_cancel=should_cancel, use_cache=use_cache,
+              parallel=parallel)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(
+            f"The server stopped during the load ({type(exc).__name__}); {report.inserted:,} new "
+            "rows are stored. Start the server again and run the same command again to resume: "
+            "stored rows are skipped."
+        ) from exc
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"stopped; {report.inserted:,} new rows are stored. Run the same command again to "
+            "resume: stored rows are skipped."
+        ) from None
+    return report
+
+
+def _load(conn: psycopg.Connection[Any], collection: Collection, records: Iterable[Record],
+          report: IngestReport, *, embedder: Embedder | None, batch_size: int,
+          progress: ProgressCallback | None, should_cancel: Callable[[], bool] | None,
+          use_cache: bool, parallel: bool) -> None:
+    """ingest_records' batches, into ``report``."""
     can_overlap = parallel and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with _GC_PAUSE, BatchWriter(conn, collection, report, progress, overlap=can_overlap) as writer:
         for batch, last in _with_last(_batches(records, batch_size)):
@@ -153,7 +195,6 @@ def ingest_records(
             report.batches += 1
             writer.submit(prepared, len(batch), alone=last and writer.submitted == 0)
         writer.finish()
-    return report
 
 
 def _with_last(batches: Iterator[list[Record]]) -> Iterator[tuple[list[Record], bool]]:
@@ -187,12 +228,16 @@ def _prepare_batch(
     BatchWriter writes the batch again, checked. Rows to embed are always looked up first, so no
     stored row is embedded again."""
     pending_hashes, pending_ids = pending
+    precisions: dict[str, int] = {}  # texts the model embedded, per precision
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
+    cleaned: list[str] = []
     for rec in batch:
         if rec.error:
             report.failed.append(Failure(str(rec.external_id or "(no id)"), rec.error))
             continue
+        if clean_record(rec):
+            cleaned.append(rec.origin or str(rec.external_id or "(no id)"))
         text = rec.content if isinstance(rec.content, str) else ""
         if isinstance(rec.content, float) and math.isnan(rec.content):
             text = ""
@@ -206,6 +251,11 @@ def _prepare_batch(
             continue
         seen.add(h)
         ready.append((rec, h, ext))
+    if cleaned:
+        report.warnings.append(
+            f"NUL characters (or invalid UTF-16 surrogates) removed from {len(cleaned)} row(s): "
+            f"{', '.join(cleaned[:10])}{' …' if len(cleaned) > 10 else ''}. Check those rows' "
+            "text.")
     if not ready:
         return None
     unchecked = not check_stored and all(rec.embedding is not None for rec, _, _ in ready)
@@ -221,6 +271,11 @@ def _prepare_batch(
         ids_in_batch.add(ext)
         kept.append((rec, h, ext))
     vectors, problems = given_vectors([rec.embedding for rec, _, _ in kept], collection.dimension)
+    if collection.metric == "cosine":
+        for zero in np.flatnonzero(~vectors.any(axis=1)).tolist():
+            if not problems[zero] and kept[zero][0].embedding is not None:
+                problems[zero] = ("the vector is all zeros: it has no direction, so its cosine "
+                               "distance to anything is undefined")
     rows: list[tuple[Record, str, str]] = []
     need: list[int] = []
     for i, (rec, h, ext) in enumerate(kept):
@@ -248,26 +303,44 @@ def _prepare_batch(
                 "provide a vector column."
             )
         texts = [embed_text(rows[i][0]) for i in need]
+        before = dict(getattr(embedder, "calls_by_precision", {}))
         embedded = embed_with_cache(conn, collection, embedder, texts, use_cache=use_cache)
+        precisions = {p: n - before.get(p, 0)
+                      for p, n in getattr(embedder, "calls_by_precision", {}).items()}
         report.cached += embedded.cached
         report.warnings.extend(embedded.warnings)
         report.embedded += embedded.embedded
         matrix[need] = embedded.vectors
     if collection.metric == "cosine":
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix /= np.where(norms > 0, norms, 1.0)  # in place: the matrix is this batch's own
+        # Vectors already of unit length (an export loaded back) are kept to the bit: dividing
+        # by a norm a rounding step away from 1 would move some of them.
+        off = (np.abs(norms - 1.0) > 1e-6) & (norms > 0)
+        matrix /= np.where(off, norms, 1.0)  # in place: the matrix is this batch's own
     packed = pack_vectors(matrix, collection.vector_type)
     now = datetime.now(UTC)
     # jsonb travels in its binary input format: a version byte (1) and the JSON text.
     return PreparedBatch(
         rows=[(ext, rec.title or "", rec.content, rec.category,
-               b"\x01" + _JSON.encode(rec.metadata).encode() if rec.metadata
+               b"\x01" + _metadata_json(rec, report) if rec.metadata
                else b"\x01{}", h, rec.created_at or now, vec_bytes)
               for (rec, h, ext), vec_bytes in zip(rows, packed, strict=True)],
         hashes={h for _, h, _ in rows},
         external_ids={ext for _, _, ext in rows},
         unchecked=unchecked,
+        precisions=precisions,
+        origins={ext: rec.origin for rec, _, ext in rows if rec.origin},
     )
+
+
+def _metadata_json(rec: Record, report: IngestReport) -> bytes:
+    """A record's metadata as JSON text, without the characters jsonb refuses (with a warning)."""
+    text = _JSON.encode(rec.metadata)
+    if _BAD_JSON_ESCAPE.search(text) and clean_record(rec, metadata=True):
+        report.warnings.append(f"NUL characters removed from the metadata of "
+                               f"{rec.origin or rec.external_id or '(no id)'}.")
+        text = _JSON.encode(rec.metadata)
+    return text.encode()
 
 
 def delete_documents(

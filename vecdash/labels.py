@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.errors import InvalidInput
+from vecdash.text_checks import text_problem
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -48,16 +49,26 @@ class LabeledSet:
     problems: list[LabelProblem] = field(default_factory=list)
 
 
+def _lines(text: str, source: str) -> list[str]:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{source} must be text (the file's contents), not a "
+                           f"{type(text).__name__}.")
+    return text.splitlines()
+
+
 def parse_qrels(text: str, *, source: str = "qrels") -> tuple[Qrels, list[LabelProblem]]:
     """Read qrels in BEIR TSV (``query-id<TAB>corpus-id<TAB>score``, header optional) or TREC
     format (``qid iteration docid relevance``, whitespace separated). Returns the judgments and a
     report of every line that could not be used (line number and why)."""
     qrels: Qrels = {}
     problems: list[LabelProblem] = []
-    lines = text.splitlines()
+    lines = _lines(text, source)
     for n, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if bad := text_problem(line):
+            problems.append(LabelProblem(source, n, f"the line {bad}; remove it"))
             continue
         parts = line.split("\t") if "\t" in line else line.split()
         parts = [p.strip() for p in parts]
@@ -100,9 +111,12 @@ def parse_queries(text: str, *, source: str = "queries") -> tuple[list[Query], l
     queries: list[Query] = []
     problems: list[LabelProblem] = []
     seen: set[str] = set()
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(_lines(text, source), start=1):
         line = raw.strip()
         if not line:
+            continue
+        if bad := text_problem(line):
+            problems.append(LabelProblem(source, n, f"the line {bad}; remove it"))
             continue
         qid: Any
         if line.startswith("{"):
@@ -133,6 +147,9 @@ def parse_queries(text: str, *, source: str = "queries") -> tuple[list[Query], l
             problems.append(LabelProblem(source, n, f"query {qid!r} has no text"))
             continue
         qid = str(qid).strip()
+        if bad := text_problem(qtext) or text_problem(qid) or text_problem(str(qtype or "")):
+            problems.append(LabelProblem(source, n, f"query {qid!r} {bad}; remove it"))
+            continue
         if qid in seen:
             problems.append(LabelProblem(source, n, f"query id {qid!r} appears twice; the first "
                                                     "is used"))

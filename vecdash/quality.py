@@ -27,7 +27,9 @@ from vecdash.embedders import Embedder
 from vecdash.errors import InvalidInput
 from vecdash.labels import LabeledSet, LabelProblem, Qrels, Query, check_labels
 from vecdash.search import (
+    FUSIONS,
     Candidates,
+    KeywordRanker,
     SearchFilters,
     embed_query,
     fetch_candidates,
@@ -37,6 +39,27 @@ from vecdash.search import (
 )
 
 # --- metrics ----------------------------------------------------------------------------------
+
+
+MAX_CUTOFF = 1000
+
+
+def check_eval_parameters(*, k: Any = 10, weight: Any = 0.5, fusion: Any = "convex",
+                          rrf_k: Any = 60) -> None:
+    """Refuse a cutoff, weight, fusion or RRF constant that cannot give a meaningful metric,
+    before any work: k a whole number from 1 to MAX_CUTOFF, weight from 0 to 1."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CUTOFF:
+        raise InvalidInput(f"The cutoff k must be a whole number from 1 to {MAX_CUTOFF}; got "
+                           f"{k!r}. Recall@k and P@k count the top k results, e.g. -k 10.")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
+            not math.isfinite(weight) or not 0.0 <= weight <= 1.0:
+        raise InvalidInput(f"The semantic weight must be a number from 0 (keyword only) to 1 "
+                           f"(semantic only); got {weight!r}, e.g. --weight 0.5.")
+    if fusion not in FUSIONS:
+        raise InvalidInput(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}.")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
+        raise InvalidInput(f"The RRF constant must be a whole number of at least 1; got "
+                           f"{rrf_k!r} (60 is usual).")
 
 
 def measure_names(k: int) -> list[str]:
@@ -73,6 +96,7 @@ class Config:
     fusion: str = "convex"
     rrf_k: int = 60
     keyword_ranker: str = "bm25"
+    depth: int | None = None  # each arm's top ``depth`` of the fetched candidates; None: all
 
 
 def standard_configs(*, weight: float = 0.5, fusion: str = "convex", rrf_k: int = 60) -> list[Config]:
@@ -132,9 +156,14 @@ class EvalRun:
 
     @staticmethod
     def _order(a: dict[str, Any], config: Config) -> np.ndarray:
-        order, _ = fuse_arrays(a["sem_s"], a["sem_r"], a[f"{config.keyword_ranker}_s"],
-                               a[f"{config.keyword_ranker}_r"], a["id_rank"],
-                               weight=config.weight, fusion=config.fusion, rrf_k=config.rrf_k)
+        sem_r, kw_r = a["sem_r"], a[f"{config.keyword_ranker}_r"]
+        if config.depth is not None:
+            # A shallower depth is a prefix of each arm's fetched ranking: fusing it needs no SQL.
+            sem_r = np.where(sem_r <= config.depth, sem_r, np.nan)
+            kw_r = np.where(kw_r <= config.depth, kw_r, np.nan)
+        order, _ = fuse_arrays(a["sem_s"], sem_r, a[f"{config.keyword_ranker}_s"], kw_r,
+                               a["id_rank"], weight=config.weight, fusion=config.fusion,
+                               rrf_k=config.rrf_k)
         return order
 
     def scores(self, config: Config, *, k: int = 10) -> np.ndarray:
@@ -170,10 +199,12 @@ def run_labeled_queries(
     b: float = DEFAULT_B,
     progress: ProgressFn | None = None,
     vectors: np.ndarray | None = None,
+    keyword_rankers: Sequence[KeywordRanker] = ("bm25", "ts_rank_cd"),
 ) -> EvalRun:
     """Embed every judged query (one batch) and fetch its candidates (one SQL statement per
     query: semantic, BM25 and ts_rank_cd with raw scores). ``vectors``: the judged queries'
-    embeddings, in order, when they are already computed (benchmarks)."""
+    embeddings, in order, when they are already computed (benchmarks, tuning). ``progress`` may
+    raise (vecdash.errors.Cancelled) to stop between queries."""
     bad = [p for p in labeled.problems]
     if bad:
         shown = "; ".join(f"line {p.line}: {p.problem}" if p.line else p.problem
@@ -198,7 +229,7 @@ def run_labeled_queries(
         # scored over all its lexemes, not by the search box's shortcut for pasted paragraphs.
         out[q.id] = fetch_candidates(conn, collection, q.text, query_vector(collection, vec),
                                      candidates=candidates,
-                                     keyword_rankers=("bm25", "ts_rank_cd"),
+                                     keyword_rankers=keyword_rankers,
                                      filters=filters, k1=k1, b=b, max_lexemes=None)
         if progress is not None:
             progress(i + 1, len(queries))
@@ -274,12 +305,18 @@ def best_setting(sweep_frame: pd.DataFrame, measure: str = "nDCG@10") -> dict[st
 
 
 def compare_configs(
-    run: EvalRun, a: Config, b: Config, *, measure: str = "nDCG@10", k: int = 10
+    run: EvalRun, a: Config, b: Config, *, measure: str = "nDCG@10", k: int = 10,
+    run_b: EvalRun | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per query, ``measure`` under a and b, the difference and who wins; and a breakdown by
-    query type (mean of each, wins, losses, ties)."""
+    """Per query, ``measure`` under a and b, the difference, who wins and how many documents
+    their top 10s share; and a breakdown by query type (mean of each, wins, losses, ties).
+    ``run_b``: b's candidates when they differ from a's (another BM25 k1 / b)."""
+    other = run_b or run
+    if [q.id for q in other.queries] != [q.id for q in run.queries]:
+        raise InvalidInput("The two configurations were run on different labeled queries; "
+                           "run both on the same set.")
     fa = per_query(run, a, k=k)
-    fb = per_query(run, b, k=k)
+    fb = per_query(other, b, k=k)
     table = pd.DataFrame({
         "query_id": fa["query_id"], "type": fa["type"], "query": fa["query"],
         "a": fa[measure], "b": fb[measure],
@@ -287,6 +324,9 @@ def compare_configs(
     table["delta (b - a)"] = table["b"] - table["a"]
     table["outcome"] = np.where(table["delta (b - a)"] > 1e-12, "b wins",
                                 np.where(table["delta (b - a)"] < -1e-12, "a wins", "tie"))
+    table["shared top-10"] = [
+        len(set(run.ranking(q.id, a, k=10)) & set(other.ranking(q.id, b, k=10)))
+        for q in run.queries]
     table = table.sort_values("delta (b - a)", ascending=False).reset_index(drop=True)
     groups = []
     for qtype, part in [("all", table), *table.groupby("type", sort=True)]:
@@ -300,10 +340,19 @@ def compare_configs(
     return table, pd.DataFrame(groups)
 
 
+def disagreements(table: pd.DataFrame, *, n: int = 10) -> pd.DataFrame:
+    """The ``n`` queries of a ``compare_configs`` table where a and b disagree most: the largest
+    difference first, then the fewest shared top-10 documents."""
+    order = table.assign(_gap=-table["delta (b - a)"].abs()).sort_values(
+        ["_gap", "shared top-10"], kind="stable")
+    return order.drop(columns="_gap").head(n).reset_index(drop=True)
+
+
 def evaluation_report(
     run: EvalRun, *, k: int = 10, weight: float = 0.5, fusion: str = "convex", rrf_k: int = 60
 ) -> str:
     """The metrics table, the best swept setting and any label problems, as plain text."""
+    check_eval_parameters(k=k, weight=weight, fusion=fusion, rrf_k=rrf_k)
     table = metrics_table(run, standard_configs(weight=weight, fusion=fusion, rrf_k=rrf_k), k=k)
     swept = sweep(run, rrf_k=rrf_k, k=k)
     best = best_setting(swept)

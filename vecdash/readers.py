@@ -1,10 +1,12 @@
-"""Readers: files -> rows (plain dicts), streamed, then rows -> ``Record`` through a column mapping.
+"""Readers: files -> rows (plain dicts), streamed; rows -> ``Record`` through a column mapping
+(vecdash.column_mapping, re-exported here).
 
 Formats: CSV/TSV (UTF-8, UTF-8 with BOM, else Windows-1252/Latin-1), JSON (an array of objects),
 JSONL, Parquet, plain text / Markdown (a file per document, or one document per section) and PDF
 (one document per page). Rows stream: a large CSV, JSONL or Parquet file is never held in memory
 whole. A row that cannot be parsed (a malformed JSONL line, a CSV row with extra fields) comes out
-as a ``RowError`` and becomes a per-row failure; the others still load.
+as a ``RowError`` and becomes a per-row failure; the others still load. A file vecdash exported
+(vecdash.export) is read back as it was written: its JSON columns decoded, its header line skipped.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from vecdash.column_mapping import ColumnMapping as ColumnMapping
+from vecdash.column_mapping import ReadCounter as ReadCounter
+from vecdash.column_mapping import Row as Row
+from vecdash.column_mapping import RowError as RowError
+from vecdash.column_mapping import check_mapping as check_mapping
+from vecdash.column_mapping import guess_mapping as guess_mapping
+from vecdash.column_mapping import parse_vector as parse_vector
+from vecdash.column_mapping import records_from_rows as records_from_rows
 from vecdash.errors import InvalidInput
+from vecdash.export_metadata import header_line_metadata, parquet_metadata
 from vecdash.records import Record
 
 Format = Literal["csv", "tsv", "json", "jsonl", "parquet", "text", "pdf"]
@@ -38,22 +46,15 @@ TextMode = Literal["file", "sections"]
 _CHUNK = 1 << 20
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A row that could not be read: where (1-based line or row number) and why."""
-
-    line: int
-    reason: str
-
-
-@dataclass
-class ReadCounter:
-    """Counts source rows as they are consumed (progress and ETA for chunked ingestion)."""
-
-    rows: int = 0
+# A well-formed UTF-8 sequence of 2 to 4 bytes: Latin-1 text almost never holds one by chance.
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
+                             rb"[\xf0-\xf4][\x80-\xbf]{3}")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Bytes no text file holds (NUL and other C0 controls but tab, newlines, form feed, escape):
+# more than this share of a file's first 8 kB and it is binary (or UTF-16), not text.
+_BINARY_BYTES = bytes([*range(0, 9), *range(14, 27), *range(28, 32)])
+_BINARY_SHARE = 0.05
+_TEXT_FORMATS = ("csv", "tsv", "json", "jsonl", "text")
 
 
 def detect_format(name: str | Path) -> Format:
@@ -69,30 +70,80 @@ def detect_format(name: str | Path) -> Format:
 
 def detect_encoding(path: Path) -> str:
     """'utf-8-sig' (BOM), 'utf-8', else 'cp1252' (Windows Latin-1), else 'latin-1' (never fails).
-    Checks the whole file in 1 MB pieces, so a late non-UTF-8 byte is found without loading it."""
+    Checks the whole file in 1 MB pieces, so a late non-UTF-8 byte is found without loading it.
+    A UTF-8 file with a few bytes that are not UTF-8 is 'utf-8' (see text_encoding)."""
+    return text_encoding(path)[0]
+
+
+def text_encoding(path: Path) -> tuple[str, str]:
+    """The file's encoding (detect_encoding) and the decoding errors mode: 'surrogateescape' for
+    a file that is UTF-8 but for a few bytes (a Latin-1 'é' pasted into UTF-8 text): those
+    bytes come out as lone surrogates, and the rows holding them fail with their line number
+    instead of the whole file being read as Latin-1 mojibake ("CafÃ©")."""
     with path.open("rb") as f:
         head = f.read(3)
         if head == codecs.BOM_UTF8:
-            return "utf-8-sig"
+            return "utf-8-sig", "strict"
         f.seek(0)
+        utf8_seen = False
         for name in ("utf-8", "cp1252"):
             decoder = codecs.getincrementaldecoder(name)()
             try:
                 while piece := f.read(_CHUNK):
+                    utf8_seen = utf8_seen or (name == "utf-8" and bool(_UTF8_MULTIBYTE.search(piece)))
                     decoder.decode(piece)
                 decoder.decode(b"", final=True)
-                return name
+                return name, "strict"
             except UnicodeDecodeError:
+                if name == "utf-8" and (utf8_seen or _has_utf8_multibyte(f)):
+                    return "utf-8", "surrogateescape"
                 f.seek(0)
-    return "latin-1"
+    return "latin-1", "strict"
 
 
-def _check_not_empty(path: Path) -> None:
+def _has_utf8_multibyte(f: Any) -> bool:
+    """Whether the rest of an open binary file holds a well-formed UTF-8 multibyte sequence."""
+    while piece := f.read(_CHUNK):
+        if _UTF8_MULTIBYTE.search(piece):
+            return True
+    return False
+
+
+def undecodable_bytes(text: str) -> str:
+    """The bytes of ``text`` that were not UTF-8 (read with surrogateescape), as hex, or ""."""
+    found = _ESCAPED_BYTE.findall(text)
+    return " ".join(f"0x{ord(c) - 0xDC00:02x}" for c in found[:4])
+
+
+def _not_utf8(where: str, hexes: str) -> str:
+    return (f"{where} has bytes that are not UTF-8 ({hexes}) while the rest of the file is: "
+            "probably Latin-1 text pasted in. Fix those characters or save the file as UTF-8, "
+            "then load it again")
+
+
+def _check_readable(path: Path, fmt: Format) -> None:
+    """Refuse, before anything is created or embedded, a path that is missing, a directory,
+    unreadable, empty, or binary data named like a text file."""
     if not path.exists():
         raise InvalidInput(f"{path} does not exist. Check the path.")
-    with path.open("rb") as f:
-        if not f.read(4096).strip():
-            raise InvalidInput(f"{path.name} is empty: there is nothing to load.")
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory, not a file. Give the path of a file in it.")
+    try:
+        with path.open("rb") as f:
+            head = f.read(8192)
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read ({exc.strerror or exc}). Check its "
+                           "permissions.") from exc
+    if not head.strip():
+        raise InvalidInput(f"{path.name} is empty: there is nothing to load.")
+    if fmt in _TEXT_FORMATS and not head.startswith(codecs.BOM_UTF8):
+        share = sum(head.count(bytes([b])) for b in _BINARY_BYTES) / len(head)
+        if share > _BINARY_SHARE:
+            raise InvalidInput(
+                f"{path.name} is not a text file: {share:.0%} of its first bytes are control "
+                f"characters (binary data, or UTF-16 text), so it cannot be read as {fmt}. Pick "
+                "the right file, or save it as UTF-8 text."
+            )
 
 
 def read_rows(
@@ -106,7 +157,7 @@ def read_rows(
     (empty, unknown type, corrupt Parquet, a PDF without text)."""
     path = Path(path)
     fmt = fmt or detect_format(path)
-    _check_not_empty(path)
+    _check_readable(path, fmt)
     if fmt in ("csv", "tsv"):
         return _read_csv(path, "\t" if fmt == "tsv" else ",", encoding)
     if fmt == "jsonl":
@@ -124,7 +175,9 @@ def read_rows(
 
 def _read_csv(path: Path, delimiter: str, encoding: str | None) -> Iterator[Row | RowError]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(encoding=encoding or detect_encoding(path), newline="") as f:
+    name, errors = (encoding, "strict") if encoding else text_encoding(path)
+    mixed = errors == "surrogateescape"
+    with path.open(encoding=name, errors=errors, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         if not reader.fieldnames:
             raise InvalidInput(f"{path.name} has no header row. Add one naming the columns.")
@@ -142,19 +195,29 @@ def _read_csv(path: Path, delimiter: str, encoding: str | None) -> Iterator[Row 
                 yield RowError(reader.line_num, f"line {reader.line_num} has "
                                f"{width + len(extra)} fields but the header has {width}")
                 continue
+            if mixed and (hexes := undecodable_bytes("".join(v for v in row.values()
+                                                             if isinstance(v, str)))):
+                yield RowError(reader.line_num, _not_utf8(f"line {reader.line_num}", hexes))
+                continue
             yield row
 
 
 def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row | RowError]:
-    with path.open(encoding=encoding or detect_encoding(path)) as f:
+    name, errors = (encoding, "strict") if encoding else text_encoding(path)
+    with path.open(encoding=name, errors=errors) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
+                continue
+            if errors != "strict" and (hexes := undecodable_bytes(line)):
+                yield RowError(number, _not_utf8(f"line {number}", hexes))
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 yield RowError(number, f"line {number} is not valid JSON ({exc.msg})")
                 continue
+            if number == 1 and header_line_metadata(value) is not None:
+                continue  # a vecdash export's header: the collection's model, not a document
             if not isinstance(value, dict):
                 yield RowError(number, f"line {number} is a JSON {type(value).__name__}, "
                                "not an object")
@@ -164,8 +227,7 @@ def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row | RowError]:
 
 def _read_json(path: Path, encoding: str | None) -> Iterator[Row | RowError]:
     try:
-        with path.open(encoding=encoding or detect_encoding(path)) as f:
-            data = json.load(f)
+        data = json.loads(_whole_text(path, encoding))
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg}). For one document per "
@@ -190,10 +252,47 @@ def _read_parquet(path: Path) -> Iterator[Row | RowError]:
 
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"{path.name} is not a readable Parquet file: {exc}") from exc
-    for batch in pf.iter_batches(batch_size=2048):
-        yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(f"{path.name} is not a readable Parquet file: {exc}. Export it "
+                           "again, or check that the whole file was copied.") from exc
+    exported = parquet_metadata(pf.schema_arrow.metadata)
+    json_columns = [c for c in (exported.json_columns if exported else ())
+                    if c in pf.schema_arrow.names]
+    number = 0
+    for batch in _parquet_batches(pf, path):
+        if not json_columns:
+            yield from batch.to_pylist()
+            number += batch.num_rows
+            continue
+        for row in batch.to_pylist():  # an export's jsonb columns were written as JSON text
+            number += 1
+            try:
+                for column in json_columns:
+                    if isinstance(row[column], str):
+                        row[column] = json.loads(row[column])
+            except json.JSONDecodeError as exc:
+                yield RowError(number, f"row {number}: {column} is not valid JSON ({exc.msg})")
+                continue
+            yield row
+
+
+def _parquet_batches(pf: Any, path: Path) -> Iterator[Any]:
+    """The file's record batches; a damaged one ends the read with a message (rows before it
+    have loaded: run the load again with a repaired file to add the rest)."""
+    import pyarrow as pa
+
+    batches = pf.iter_batches(batch_size=2048)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            detail = " ".join(str(exc).split())
+            raise InvalidInput(f"{path.name} is a damaged Parquet file: a part of it cannot be "
+                               f"read ({detail}). Export it again, then load it (stored rows are "
+                               "skipped).") from exc
+        yield batch
 
 
 def _first_heading(text: str) -> str | None:
@@ -201,8 +300,21 @@ def _first_heading(text: str) -> str | None:
     return m.group(2) if m else None
 
 
+def _whole_text(path: Path, encoding: str | None) -> str:
+    """A whole file's text; InvalidInput naming the lines when it mixes UTF-8 and other bytes."""
+    name, errors = (encoding, "strict") if encoding else text_encoding(path)
+    text = path.read_text(encoding=name, errors=errors)
+    if errors != "strict" and undecodable_bytes(text):
+        lines = [str(n) for n, line in enumerate(text.splitlines(), start=1)
+                 if undecodable_bytes(line)]
+        raise InvalidInput(_not_utf8(f"{path.name} (line {', '.join(lines[:5])}"
+                                     f"{' …' if len(lines) > 5 else ''})",
+                                     undecodable_bytes(text)) + ".")
+    return text
+
+
 def _read_text(path: Path, encoding: str | None, mode: TextMode) -> Iterator[Row | RowError]:
-    text = path.read_text(encoding=encoding or detect_encoding(path))
+    text = _whole_text(path, encoding)
     name = path.name
     if mode == "file":
         yield {"id": name, "title": _first_heading(text) or path.stem, "content": text,
@@ -303,154 +415,15 @@ def count_rows(path: str | Path, *, fmt: Format | None = None, text_mode: TextMo
     path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return sum(1 for _ in read_rows(path, fmt=fmt, text_mode=text_mode))
-
-
-@dataclass(frozen=True)
-class ColumnMapping:
-    """Which column plays which part. Only ``content`` is required; ``metadata`` columns are kept
-    in the document's metadata; ``embedding`` holds precomputed vectors (the model is skipped)."""
-
-    content: str
-    id: str | None = None
-    title: str | None = None
-    category: str | None = None
-    metadata: tuple[str, ...] = field(default_factory=tuple)
-    embedding: str | None = None
-    created_at: str | None = None
-
-    def used(self) -> list[str]:
-        named = [self.content, self.id, self.title, self.category, self.embedding, self.created_at]
-        return [c for c in [*named, *self.metadata] if c]
-
-
-_GUESSES: dict[str, tuple[str, ...]] = {
-    "content": ("content", "text", "body", "document", "passage", "page_content", "description"),
-    "id": ("id", "_id", "doc_id", "document_id", "external_id", "uuid", "key"),
-    "title": ("title", "name", "heading", "subject"),
-    "category": ("category", "label", "class", "topic", "type"),
-    "embedding": ("embedding", "embeddings", "vector", "emb"),
-    "created_at": ("created_at", "date", "timestamp", "published", "created"),
-}
-
-
-def guess_mapping(columns: Sequence[str]) -> ColumnMapping:
-    """A mapping from common column names; the remaining columns go to metadata."""
-    lower = {c.lower(): c for c in columns}
-    picked: dict[str, str | None] = {}
-    for role, names in _GUESSES.items():
-        picked[role] = next((lower[n] for n in names if n in lower), None)
-    content = picked["content"] or (columns[0] if columns else "")
-    taken = {content, *(v for v in picked.values() if v)}
-    return ColumnMapping(
-        content=content, id=picked["id"], title=picked["title"], category=picked["category"],
-        embedding=picked["embedding"], created_at=picked["created_at"],
-        metadata=tuple(c for c in columns if c not in taken),
-    )
-
-
-def check_mapping(mapping: ColumnMapping, columns: Sequence[str]) -> None:
-    """Refuse a mapping that names a column the file does not have (before any work)."""
-    if not mapping.content:
-        raise InvalidInput("Choose the column that holds the text (content).")
-    missing = [c for c in mapping.used() if c not in columns]
-    if missing:
-        raise InvalidInput(
-            f"The file has no column {', '.join(map(repr, missing))}. Its columns are: "
-            f"{', '.join(columns) or '(none)'}. Fix the column mapping."
-        )
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _text(value: Any) -> str:
-    return "" if _is_missing(value) else str(value)
-
-
-def _json_safe(value: Any) -> Any:
-    if _is_missing(value):
-        return None
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (str, int, float, bool, list, dict)):
-        return value
-    return str(value)
-
-
-def parse_vector(value: Any) -> tuple[Any, str]:
-    """A vector cell as a list/array (CSV cells hold JSON text like "[0.1, 0.2]"), or a reason."""
-    if _is_missing(value) or (isinstance(value, str) and not value.strip()):
-        return None, "the vector column is empty"
-    if isinstance(value, str):
+        _check_readable(path, fmt)
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None, "the vector column is not a list of numbers"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return value, ""
-    return None, "the vector column is not a list of numbers"
-
-
-def records_from_rows(
-    rows: Iterable[Row | RowError],
-    mapping: ColumnMapping,
-    *,
-    counter: ReadCounter | None = None,
-    source: str = "",
-) -> Iterator[Record]:
-    """Rows -> Records through the mapping. A bad row becomes a Record carrying ``error`` (it
-    fails alone, with its reason, in the ingestion report)."""
-    for number, row in enumerate(rows, start=1):
-        if counter is not None:
-            counter.rows += 1
-        where = f"{source}:{number}" if source else f"row {number}"
-        if isinstance(row, RowError):
-            yield Record(content="", external_id=f"{source}:{row.line}" if source else
-                         f"line {row.line}", error=row.reason)
-            continue
-        ext = _text(row.get(mapping.id)).strip() if mapping.id else ""
-        metadata: dict[str, Any] = {}
-        for col in mapping.metadata:
-            value = row.get(col)
-            if isinstance(value, dict):
-                metadata.update({str(k): _json_safe(v) for k, v in value.items()})
-            elif not _is_missing(value):
-                metadata[col] = _json_safe(value)
-        rec = Record(
-            content=_text(row.get(mapping.content)),
-            title=_text(row.get(mapping.title)) if mapping.title else "",
-            external_id=ext or None,
-            category=(_text(row.get(mapping.category)) or None) if mapping.category else None,
-            metadata=metadata,
-        )
-        if mapping.embedding:
-            vec, problem = parse_vector(row.get(mapping.embedding))
-            if vec is None:
-                rec.error = problem
-                rec.external_id = rec.external_id or where
-            rec.embedding = vec
-        if mapping.created_at and not _is_missing(row.get(mapping.created_at)):
-            raw = row.get(mapping.created_at)
-            if isinstance(raw, datetime):
-                rec.created_at = raw
-            else:
-                try:
-                    rec.created_at = datetime.fromisoformat(str(raw))
-                except ValueError:
-                    rec.error = f"{mapping.created_at} {str(raw)!r} is not an ISO date"
-                    rec.external_id = rec.external_id or where
-        if rec.created_at is not None and rec.created_at.tzinfo is None:
-            rec.created_at = rec.created_at.replace(tzinfo=UTC)
-        yield rec
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInput(f"{path.name} is not a readable Parquet file: {exc}") from exc
+    return sum(1 for _ in read_rows(path, fmt=fmt, text_mode=text_mode))
 
 
 def file_records(

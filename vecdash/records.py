@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from vecdash.text_checks import strip_nul
+
 
 @dataclass
 class Record:
@@ -26,6 +28,37 @@ class Record:
     created_at: datetime | None = None
     embedding: Sequence[float] | np.ndarray | None = None
     error: str | None = None  # set by a reader for a row it could not parse: it fails alone
+    origin: str | None = None  # where it came from ("file.csv:12"), for warnings and failures
+
+
+def clean_record(record: Record, *, metadata: bool = False) -> bool:
+    """Take NUL characters and lone surrogates out of a record's texts (and its metadata, with
+    ``metadata``), in place: PostgreSQL text cannot hold them. True when something was removed.
+    Non-text titles, categories and ids become text."""
+    changed = False
+
+    def clean(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, str):
+            cleaned = strip_nul(value)
+            changed = changed or cleaned != value
+            return cleaned
+        if isinstance(value, dict):
+            return {clean(str(k)): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    if isinstance(record.content, str):
+        record.content = clean(record.content)
+    record.title = clean(str(record.title)) if record.title else ""
+    if record.category is not None:
+        record.category = clean(str(record.category))
+    if record.external_id is not None:
+        record.external_id = clean(str(record.external_id))
+    if metadata and record.metadata:
+        record.metadata = clean(dict(record.metadata))
+    return changed
 
 
 def content_hash(content: str) -> str:

@@ -3,6 +3,13 @@
 Measurements run the sample queries one by one at a given setting (hnsw.ef_search, ivfflat.probes,
 iterative scan, all SET LOCAL inside the measuring transaction) and compare each result with the
 exact top-k, computed with index scans switched off and cached until the collection changes.
+
+Measuring never locks the table against other sessions unless asked: the planner is steered
+toward the picked index with settings only (the other type's ef_search / probes at their most
+expensive), and the figures are attributed to the index the plan shows. Setting the other
+indexes aside by dropping them (uncommitted) takes an ACCESS EXCLUSIVE lock on the table for the
+whole measurement: that is done only when the caller opts in (``isolate=True``; the pages do it on
+the embedded server, whose tables are vecdash's own), and then with a short lock_timeout.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,17 +29,24 @@ from vecdash import db
 from vecdash.collections import Collection, data_version
 from vecdash.errors import InvalidInput, NotFound
 from vecdash.indexes.catalog import VectorIndex, list_vector_indexes
-from vecdash.indexes.explain import plan_text
+from vecdash.indexes.explain import indexes_in_plan
 from vecdash.indexes.sample_queries import SampleQueries, run_queries, top_k_query
 from vecdash.indexes.specs import (
+    EF_SEARCH_RANGE,
     EF_SEARCH_SWEEP,
     ITERATIVE_MODES,
+    PROBES_RANGE,
     Setting,
     apply_setting,
     check_setting,
     probes_sweep,
 )
 from vecdash.search import check_k
+
+# How long an opted-in isolation waits for the table's lock. While DROP INDEX waits, every other
+# session's query on the table queues behind it, so this bounds how long anyone is held up
+# before the measurement gives up (the lock, once granted, lasts the whole measurement).
+ISOLATION_LOCK_TIMEOUT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -61,18 +75,24 @@ def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, quer
         if hit is not None:
             _truth_cache.move_to_end(key)
             return hit
-    query = top_k_query(collection, halfvec_expression=False)
-    with conn.transaction():
-        conn.execute("SELECT set_config('enable_indexscan', 'off', true), "
-                     "set_config('enable_bitmapscan', 'off', true), "
-                     "set_config('enable_indexonlyscan', 'off', true)")
-        ids, seconds = run_queries(conn, query, queries, k)
+    ids, seconds = _exact_scan(conn, collection, queries, k)
     truth = GroundTruth(ids, seconds, version)
     with _truth_lock:
         _truth_cache[key] = truth
         while len(_truth_cache) > _TRUTH_CACHE_SIZE:
             _truth_cache.popitem(last=False)
     return truth
+
+
+def _exact_scan(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries,
+                k: int) -> tuple[list[list[str]], np.ndarray]:
+    """Run the queries with index scans off (SET LOCAL in its own transaction): ids and seconds."""
+    query = top_k_query(collection, halfvec_expression=False)
+    with conn.transaction():
+        conn.execute("SELECT set_config('enable_indexscan', 'off', true), "
+                     "set_config('enable_bitmapscan', 'off', true), "
+                     "set_config('enable_indexonlyscan', 'off', true)")
+        return run_queries(conn, query, queries, k)
 
 
 def recall_at_k(found: Sequence[Sequence[str]], exact: Sequence[Sequence[str]], k: int) -> float:
@@ -88,11 +108,14 @@ def recall_at_k(found: Sequence[Sequence[str]], exact: Sequence[Sequence[str]], 
     return float(np.mean(scores))
 
 
+EXACT_SCAN = "exact scan"
+
+
 @dataclass(frozen=True)
 class Measurement:
-    index: str  # index name, or "exact scan"
-    method: str  # hnsw, ivfflat or exact
-    setting: str  # e.g. "ef_search=40" (hover text)
+    index: str  # the index that served the queries (read from the plan), or "exact scan"
+    method: str  # hnsw, ivfflat or exact (of the index that served them)
+    setting: str  # e.g. "ef_search=40" (hover text), as the serving index ran
     ef_search: int | None
     probes: int | None
     iterative_scan: str
@@ -103,14 +126,16 @@ class Measurement:
     p95_ms: float
     p99_ms: float
     qps: float
-    index_used: bool
+    index_used: bool  # the index asked for is the one that served the queries
     hidden: list[str] = field(default_factory=list)  # other vector indexes hidden while measuring
     found: list[list[str]] = field(default_factory=list, repr=False)  # ids returned per query
+    requested: str = ""  # the index the caller asked to measure
+    note: str = ""  # when it could not be isolated: which index the planner chose, what to do
 
 
 def _latency(index: str, method: str, setting: str, s: Setting | None, k: int,
              seconds: np.ndarray, recall: float, used: bool, hidden: list[str],
-             found: list[list[str]]) -> Measurement:
+             found: list[list[str]], requested: str = "", note: str = "") -> Measurement:
     ms = seconds * 1000.0
     return Measurement(
         index=index, method=method, setting=setting,
@@ -120,49 +145,96 @@ def _latency(index: str, method: str, setting: str, s: Setting | None, k: int,
         recall=recall, p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)),
         qps=float(len(seconds) / seconds.sum()) if seconds.sum() > 0 else float("inf"),
-        index_used=used, hidden=hidden, found=found,
+        index_used=used, hidden=hidden, found=found, requested=requested or index, note=note,
     )
 
 
 def exact_measurement(conn: psycopg.Connection[Any], collection: Collection,
-                      queries: SampleQueries, *, k: int = 10) -> Measurement:
-    """The exact scan as a reference point: recall 1 by definition, its latency as measured."""
+                      queries: SampleQueries, *, k: int = 10,
+                      remeasure: bool = False) -> Measurement:
+    """The exact scan as a reference point: recall 1 by definition, its latency as measured when
+    the ground truth was computed, or (``remeasure``) timed again now: a sweep compares its
+    index rows with an exact scan run under the same conditions, not one from minutes ago."""
     truth = exact_neighbours(conn, collection, queries, k=k)
-    return _latency("exact scan", "exact", "no index (sequential scan)", None, k, truth.seconds,
+    seconds = _exact_scan(conn, collection, queries, k)[1] if remeasure else truth.seconds
+    return _latency(EXACT_SCAN, "exact", "no index (sequential scan)", None, k, seconds,
                     1.0, False, [], truth.ids)
 
 
-def _hide_others(conn: psycopg.Connection[Any], collection: Collection, keep: VectorIndex,
-                 all_indexes: list[VectorIndex]) -> list[str]:
-    """Inside the caller's (rolled-back) transaction, drop the other vector indexes so the planner
-    can only use ``keep``. The drop is never committed; it locks the table while measuring."""
+def isolation_is_safe(conn: psycopg.Connection[Any]) -> bool:
+    """True on the embedded server vecdash started (its tables are vecdash's own, so briefly
+    locking one to measure an index alone holds up no one else's work) when it may write."""
+    return db.server_info(conn).source == "embedded" and not db.is_read_only(conn)
+
+
+def _competitors(keep: VectorIndex, all_indexes: list[VectorIndex]) -> list[VectorIndex]:
+    """The other valid vector indexes the planner could pick for ``keep``'s query."""
+    return [i for i in all_indexes if i.name != keep.name and i.valid
+            and i.halfvec_expression == keep.halfvec_expression]
+
+
+def _hide_others(conn: psycopg.Connection[Any], collection: Collection,
+                 others: list[VectorIndex]) -> list[str]:
+    """Inside the caller's (rolled-back) transaction, drop ``others`` so the planner can only use
+    the index being measured. Never committed, but it locks the table until the rollback; it
+    waits at most ISOLATION_LOCK_TIMEOUT_MS for the lock, so no one queues behind it for long."""
     hidden: list[str] = []
-    others = [i for i in all_indexes if i.name != keep.name and i.valid
-              and i.halfvec_expression == keep.halfvec_expression]
-    if not others or db.is_read_only(conn):  # read-only: measure with the planner's choice
-        return hidden
-    conn.execute("SELECT set_config('lock_timeout', '5s', true)")
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{ISOLATION_LOCK_TIMEOUT_MS}ms",))
     for other in others:
         try:
             conn.execute(sql.SQL("DROP INDEX {}").format(
                 sql.Identifier(collection.schema_name, other.name)))
         except psycopg.errors.LockNotAvailable as exc:
             raise InvalidInput(
-                f"{collection.name!r} is busy (an index build is running on it?), so the other "
-                "indexes cannot be set aside to measure one alone. Try again when it has finished."
+                f"{collection.name!r} is in use (a search, a load or an index build holds it), so "
+                f"the other indexes could not be set aside within {ISOLATION_LOCK_TIMEOUT_MS} ms "
+                "to measure one alone. Try again when it is quiet, or measure without isolating "
+                "(the figures then name the index the planner chose)."
             ) from exc
         hidden.append(other.name)
+    conn.execute("SELECT set_config('lock_timeout', '0', true)")
     return hidden
 
 
+def _steered(setting: Setting, method: str) -> Setting:
+    """``setting`` with the *other* index type's search setting at its most expensive: pgvector's
+    cost estimates grow with it, so the planner prefers ``method``'s index, while the index
+    measured runs exactly at ``setting`` (it never reads the other type's setting)."""
+    if method == "hnsw":
+        return replace(setting, probes=PROBES_RANGE[1])
+    return replace(setting, ef_search=EF_SEARCH_RANGE[1])
+
+
+def _setting_label(method: str, s: Setting) -> str:
+    if method == "hnsw":
+        return f"ef_search={s.ef_search}"
+    if method == "ivfflat":
+        return f"probes={s.probes}"
+    return "no index (sequential scan)"
+
+
+def _not_isolated_note(chosen: VectorIndex, served: str, read_only: bool) -> str:
+    what = (f"the planner chose {served} instead" if served != EXACT_SCAN
+            else "the planner read the table without any vector index")
+    how = ("Read-only mode cannot set the other indexes aside." if read_only else
+           "Tick \"Measure each index alone\" (it drops the other indexes in a rolled-back "
+           "transaction, which locks the table while measuring) or drop the other index.")
+    return f"{chosen.name} could not be measured alone: {what}, so these figures are " \
+           f"{served}'s. {how}"
+
+
 def measure(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries, *,
-            index: str, setting: Setting, k: int = 10) -> Measurement:
+            index: str, setting: Setting, k: int = 10, isolate: bool = False) -> Measurement:
     """Run the sample queries through ``index`` at ``setting``: recall@k against the exact scan,
     p50 / p95 / p99 latency and QPS (one client, queries one after another).
 
-    In the measuring transaction (rolled back at the end) the settings are SET LOCAL,
-    enable_seqscan is off so the planner takes the index even on a small table, and any other
-    vector index on the same expression is dropped (uncommitted) so this index is the one measured.
+    In the measuring transaction (rolled back at the end) the settings are SET LOCAL and
+    enable_seqscan is off so the planner takes an index even on a small table. The planner is
+    steered toward ``index`` without locking anything; the result names the index the plan
+    actually used (``index``; ``index_used`` False and ``note`` set when that is another one).
+    With ``isolate`` the other vector indexes on the same expression are dropped (uncommitted)
+    first, which locks the table against every other session while measuring: opt in only where
+    that is acceptable (see isolation_is_safe). Read-only connections never drop.
     """
     check_k(k)
     indexes = list_vector_indexes(conn, collection)
@@ -175,18 +247,27 @@ def measure(conn: psycopg.Connection[Any], collection: Collection, queries: Samp
     check_setting(setting, chosen.method)
     truth = exact_neighbours(conn, collection, queries, k=k)
     query = top_k_query(collection, halfvec_expression=chosen.halfvec_expression)
-    with conn.transaction(force_rollback=True):  # the other indexes come back, whatever happens
-        hidden = _hide_others(conn, collection, chosen, indexes)
+    others = _competitors(chosen, indexes)
+    read_only = db.is_read_only(conn)
+    effective = _steered(setting, chosen.method)
+    with conn.transaction(force_rollback=True):  # dropped indexes come back, whatever happens
+        hidden = _hide_others(conn, collection, others) if isolate and others and not read_only \
+            else []
         conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
-        apply_setting(conn, setting, chosen.method)
-        plan = plan_text(conn, query, {"q": queries.vectors[0], "k": k}, analyze=False)
+        apply_setting(conn, effective, chosen.method)
+        in_plan = indexes_in_plan(conn, query, {"q": queries.vectors[0], "k": k})
         found, seconds = run_queries(conn, query, queries, k)
-    label = (f"ef_search={setting.ef_search}" if chosen.method == "hnsw"
-             else f"probes={setting.probes}")
-    if setting.iterative_scan != "off":
+    by_name = {i.name: i for i in indexes}
+    served = next((by_name[n] for n in in_plan if n in by_name), None)
+    served_name = served.name if served else EXACT_SCAN
+    served_method = served.method if served else "exact"
+    label = _setting_label(served_method, effective)
+    if setting.iterative_scan != "off" and served_method == chosen.method:
         label += f", iterative_scan={setting.iterative_scan}"
-    return _latency(chosen.name, chosen.method, label, setting, k, seconds,
-                    recall_at_k(found, truth.ids, k), chosen.name in plan, hidden, found)
+    used = served_name == chosen.name
+    note = "" if used else _not_isolated_note(chosen, served_name, read_only)
+    return _latency(served_name, served_method, label, effective if served else None, k, seconds,
+                    recall_at_k(found, truth.ids, k), used, hidden, found, chosen.name, note)
 
 
 def sweep(
@@ -198,12 +279,16 @@ def sweep(
     indexes: Sequence[str] | None = None,
     iterative_scan: str = "off",
     progress: Callable[[int, int, str], None] | None = None,
+    isolate: bool = False,
 ) -> pd.DataFrame:
     """ef_search over EF_SEARCH_SWEEP for HNSW, probes over 1, 2, 4, ... lists for IVFFlat, for
     each valid vector index (or those named), plus the exact scan as a reference row.
+    ``isolate`` as in measure (locks the table while measuring; off by default).
 
-    Columns: index, method, setting, ef_search, probes, iterative_scan, recall, p50_ms, p95_ms,
-    p99_ms, qps, index_used, config (index label, one chart line each).
+    Columns: index (the index that served the row's queries), requested (the index swept),
+    method, setting, ef_search, probes, iterative_scan, recall, p50_ms, p95_ms, p99_ms, qps,
+    index_used (requested served them), note (why not), config (label of the index that served
+    them: one chart line each).
     """
     available = [i for i in list_vector_indexes(conn, collection) if i.valid]
     chosen = [i for i in available if indexes is None or i.name in indexes]
@@ -218,20 +303,22 @@ def sweep(
     total = len(plan) + 1
     if progress:
         progress(0, total, "exact scan (ground truth)")
-    rows = [exact_measurement(conn, collection, queries, k=k)]
-    configs = ["exact scan"]
+    rows = [exact_measurement(conn, collection, queries, k=k, remeasure=True)]
+    configs = [EXACT_SCAN]
+    labels = {i.name: i.label for i in available}
     for step, (ix, s) in enumerate(plan, start=1):
         if progress:
             progress(step, total, f"{ix.name}: {s}")
-        rows.append(measure(conn, collection, queries, index=ix.name, setting=s, k=k))
-        configs.append(ix.label)
+        m = measure(conn, collection, queries, index=ix.name, setting=s, k=k, isolate=isolate)
+        rows.append(m)
+        configs.append(labels.get(m.index, m.index))
     if progress:
         progress(total, total, "done")
     frame = pd.DataFrame([{
-        "index": m.index, "method": m.method, "setting": m.setting, "ef_search": m.ef_search,
-        "probes": m.probes, "iterative_scan": m.iterative_scan, "recall": m.recall,
+        "index": m.index, "requested": m.requested, "method": m.method, "setting": m.setting,
+        "ef_search": m.ef_search, "probes": m.probes, "iterative_scan": m.iterative_scan, "recall": m.recall,
         "p50_ms": m.p50_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms, "qps": m.qps,
-        "index_used": m.index_used,
+        "index_used": m.index_used, "note": m.note,
     } for m in rows])
     frame["config"] = configs
     return frame

@@ -26,6 +26,7 @@ from vecdash.errors import InvalidInput
 from vecdash.search.arms import ArmQuery, KeywordRanker, arm_rows, check_keyword_ranker
 from vecdash.search.filters import SearchFilters
 from vecdash.search.fusion import id_ranks, ranks
+from vecdash.text_checks import check_text
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -96,8 +97,7 @@ def fetch_candidates(
     notes say so. None: no limit.
     """
     _check_options(candidates, keyword_rankers)
-    if not isinstance(query, str):
-        raise InvalidInput("The query must be text.")
+    check_text(query, "query")
     check_parameters(k1, b)
     flt = SearchFilters.of(filters)
     c = collection

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.errors import InvalidInput
+from vecdash.text_checks import check_text
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -78,14 +79,14 @@ def filter_sql(
         return sql.Identifier("t", column)
 
     if filters.categories:
-        params["f_categories"] = list(filters.categories)
+        params["f_categories"] = [check_text(v, "category filter") for v in filters.categories]
         parts.append(sql.SQL("{}::text = ANY(%(f_categories)s)").format(
             need(c.category_column, "category")))
     for i, (key, value) in enumerate(filters.metadata):
         if not key:
             raise InvalidInput("A metadata filter has an empty key. Type the key to match.")
-        params[f"f_mkey{i}"] = key
-        params[f"f_mval{i}"] = value
+        params[f"f_mkey{i}"] = check_text(key, "metadata filter's key")
+        params[f"f_mval{i}"] = check_text(value, "metadata filter's value")
         parts.append(sql.SQL("{} ->> {} = {}").format(
             need(c.metadata_column, "metadata"), sql.Placeholder(f"f_mkey{i}"),
             sql.Placeholder(f"f_mval{i}")))

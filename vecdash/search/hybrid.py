@@ -155,7 +155,29 @@ def _details(
     )
     rows = conn.execute(statement, {"cfg": c.text_config, "q": query, "keys": keys,
                                     "opts": _HEADLINE_OPTIONS}).fetchall()
-    return {r[0]: (r[1], r[2], r[3] or "", r[4], r[5] or "") for r in rows}
+    return {r[0]: (r[1], r[2], r[3] or "", r[4], _with_ellipses(r[5] or "", r[3] or ""))
+            for r in rows}
+
+
+_FRAGMENT_DELIMITER = " … "
+_SENTENCE_END = (".", "!", "?", "…", ":", ";", ")", '"')
+
+
+def _with_ellipses(snippet: str, content: str) -> str:
+    """The snippet with "…" where it leaves the document's text out: before it when it does
+    not start the document, after it when it stops before the end mid-sentence (ts_headline
+    marks the gaps between fragments, not the ends)."""
+    plain = snippet.replace(_MARK_START, "").replace(_MARK_STOP, "")
+    fragments = [" ".join(f.split()) for f in plain.split(_FRAGMENT_DELIMITER.strip())]
+    text = " ".join(content.split())
+    if not fragments or not fragments[0] or not text:
+        return snippet
+    out = snippet.strip()
+    if not text.startswith(fragments[0]):
+        out = "… " + out
+    if not text.endswith(fragments[-1]) and not fragments[-1].endswith(_SENTENCE_END):
+        out += " …"
+    return out
 
 
 def _snippet_html(text: str) -> str:
@@ -187,17 +209,28 @@ def compare_rankings(
     candidates: int = 100,
     keyword_ranker: str = "bm25",
     filters: SearchFilters | Mapping[str, Any] | None = None,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
 ) -> Comparison:
     """Side by side: the semantic, keyword and hybrid top-k, their pairwise overlap and, per
-    document, its rank in each list and how far hybrid moved it from each arm."""
+    document in any top-k, its rank in each ranking and how far hybrid moved it from each arm.
+
+    The ranks are over all the candidates, as ``hybrid_search`` reports them (an arm's own rank
+    in its top ``candidates``; the hybrid rank in the whole fused order), so a document at
+    keyword rank 15 shows 15, not a gap; a rank is missing only where the document is not in
+    that arm's candidates."""
     ranker, cands = _query_candidates(
         conn, collection, query, embedder=embedder, k=k, keyword_ranker=keyword_ranker,
-        candidates=candidates, filters=filters, k1=DEFAULT_K1, b=DEFAULT_B)
+        candidates=candidates, filters=filters, k1=k1, b=b)
     frame = cands.frame
     lists: dict[str, np.ndarray] = {}
+    hybrid_order = np.array([], dtype=np.int64)
     for name, w in (("semantic", 1.0), ("keyword", 0.0), ("hybrid", weight)):
-        order, _ = fuse(frame, weight=w, fusion=fusion, rrf_k=rrf_k, keyword_ranker=ranker)
+        order, _ = fuse(frame, weight=w, fusion=fusion, rrf_k=rrf_k, keyword_ranker=ranker,
+                        fallback_to_semantic=name == "hybrid")
         lists[name] = order[:k]
+        if name == "hybrid":
+            hybrid_order = order
     keys = list(dict.fromkeys(frame["key"].iloc[np.concatenate(list(lists.values()))]))
     details = _details(conn, collection, keys, query)
 
@@ -211,13 +244,19 @@ def compare_rankings(
 
     pos = {name: {int(i): r for r, i in enumerate(order, start=1)} for name, order in lists.items()}
     everyone = list(dict.fromkeys(int(i) for o in lists.values() for i in o))
+    hybrid_rank = {int(i): r for r, i in enumerate(hybrid_order, start=1)}
+
+    def arm_rank(column: str) -> pd.arrays.IntegerArray:
+        values = frame[column].to_numpy(dtype=np.float64)[everyone]
+        return pd.array([None if np.isnan(v) else int(v) for v in values], dtype="Int64")
+
     movement = pd.DataFrame({
         "id": [frame["id"].iloc[i] for i in everyone],
         "title": [details[frame["key"].iloc[i]][1] or details[frame["key"].iloc[i]][0]
                   for i in everyone],
-        "hybrid_rank": pd.array([pos["hybrid"].get(i) for i in everyone], dtype="Int64"),
-        "semantic_rank": pd.array([pos["semantic"].get(i) for i in everyone], dtype="Int64"),
-        "keyword_rank": pd.array([pos["keyword"].get(i) for i in everyone], dtype="Int64"),
+        "hybrid_rank": pd.array([hybrid_rank.get(i) for i in everyone], dtype="Int64"),
+        "semantic_rank": arm_rank("semantic_rank"),
+        "keyword_rank": arm_rank(f"{ranker}_rank"),
     })
     movement["moved_vs_semantic"] = movement["semantic_rank"] - movement["hybrid_rank"]
     movement["moved_vs_keyword"] = movement["keyword_rank"] - movement["hybrid_rank"]

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.errors import InvalidInput
+from vecdash.text_checks import check_text
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -45,7 +46,8 @@ def query_vector(
 
 def embed_query(collection: Collection, text: str, *, embedder: Embedder) -> np.ndarray:
     """Embed a query text with ``embedder`` after checking it fits the collection."""
-    if not text or not text.strip():
+    check_text(text, "query")
+    if not text.strip():
         raise InvalidInput("The query is empty. Type a few words to search for.")
     if embedder.dimension and embedder.dimension != collection.dimension:
         raise InvalidInput(
