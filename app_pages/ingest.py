@@ -245,6 +245,8 @@ def start_fresh_form_for_new_files(files: list[Any]) -> None:
         return
     for key in PER_FILE_KEYS:
         st.session_state.pop(key, None)
+    for key in [k for k in st.session_state if str(k).startswith("ing_vectors_from")]:
+        st.session_state.pop(key, None)
     st.session_state["ing_upload_ids"] = upload_ids
 
 
@@ -343,16 +345,51 @@ def upload_tab() -> None:
         return
     if target is not None:
         check_embedder(target, embedder)  # refused here, before any work
-        if embedder is None and target.embedder in ("local", "openai"):
-            st.info("The vectors in the file must come from the collection's model "
-                    f"({target.embedder}/{target.model}); their dimension is checked per row.")
+    vectors_from = None
+    if embedder is None:
+        named, vectors_from = choose_vectors_model(target)
+        if not named:
+            return
     if embedder is not None and embedder.provider == "openai":
         openai_estimate(paths, fmt, text_mode, mapping, spec, embedder)
 
     if st.button("Start ingestion", type="primary", key="ing_start"):
         st.session_state.pop("ing_summary", None)
         run_ingestion(paths, collection=name, mapping=mapping, fmt=fmt, text_mode=text_mode,
-                      chunking=spec, embedder=embedder, metric=metric)
+                      chunking=spec, embedder=embedder, metric=metric, vectors_from=vectors_from)
+
+
+# Who made a file's vectors: "none" is a model vecdash does not run (queries then need vectors
+# too); naming one vecdash runs lets text queries embed with it, and is required to load into a
+# collection of that model (vectors of two models are not comparable).
+VECTOR_SOURCES = {"none": "a model vecdash does not run (vectors from outside)",
+                  f"local/{LOCAL_MODEL}": f"the local model, local/{LOCAL_MODEL}",
+                  **{f"openai/{m}": f"OpenAI, openai/{m}" for m in OPENAI_MODELS}}
+
+
+def choose_vectors_model(target: Any) -> tuple[bool, str | None]:
+    """(named, ``vectors_from`` for ingest_file): which model made the file's vectors. A
+    collection of a model vecdash runs takes them only once the person names that model."""
+    needs_name = target is not None and target.embedder in ("local", "openai")
+    choice = st.selectbox(
+        "The file's vectors were made by", list(VECTOR_SOURCES),
+        format_func=VECTOR_SOURCES.__getitem__, index=None if needs_name else 0,
+        placeholder="Name the model that made them",
+        # one choice per target: "outside" picked for a new collection must not carry over
+        key="ing_vectors_from" + (f":{target.name}" if target is not None else ""),
+        help="Vectors of two models are not comparable: a collection's vectors all come from "
+             "one model, which also embeds its text queries.")
+    if choice is None:
+        st.info(f"{target.name!r} holds vectors made by {target.embedder}/{target.model}. Name "
+                "the model that made the file's vectors: only the same model's vectors can go "
+                "in (their dimension is checked per row).")
+        return False, None
+    if needs_name and choice != f"{target.embedder}/{target.model}":
+        st.error(f"{target.name!r} holds vectors made by {target.embedder}/{target.model}, not "
+                 f"{choice}: vectors of two models are not comparable. Load the file into a new "
+                 "collection instead.")
+        return False, None
+    return True, None if choice == "none" else choice
 
 
 def openai_estimate(paths: list[Path], fmt: Any, text_mode: Any, mapping: ColumnMapping,

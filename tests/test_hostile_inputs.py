@@ -35,6 +35,7 @@ from vecdash import embedded_server as es
 from vecdash.cli import main
 from vecdash.collections import (
     Collection,
+    collection_lock,
     create_collection,
     drop_collection,
     get_collection,
@@ -495,6 +496,39 @@ def test_two_loads_creating_one_collection(pool: Any, tmp_path: Path, unique_nam
             assert state(conn, unique_name)[:2] == (600, 600)  # type: ignore[index]
         finally:
             drop_collection(conn, unique_name)
+
+
+def test_a_load_waits_for_the_one_creating_its_collection(pool: Any, tmp_path: Path,
+                                                         unique_name: str) -> None:
+    """The race made certain: the test holds the collection's lock as a first load would while
+    creating it, so the second load must wait, then load into the collection the first made
+    (with that collection's model, not one of its own)."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"id": f"w{i}", "content": f"waiting row {i}",
+                                        "embedding": [1, i, 2]}) + "\n" for i in range(50)))
+    outcome: list[Any] = []
+    with pool.connection() as first, pool.connection() as second:
+        def load() -> None:
+            try:
+                outcome.append(ingest_file(second, path, collection=unique_name)[1])
+            except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+                outcome.append(exc)
+
+        try:
+            with collection_lock(first, unique_name):
+                waiting = threading.Thread(target=load)
+                waiting.start()
+                waiting.join(timeout=1.5)
+                assert waiting.is_alive() and state(first, unique_name) is None  # it waits
+                create_collection(first, unique_name, dimension=3, embedder="none",
+                                  model="first-model")
+            waiting.join(timeout=120)
+            assert not isinstance(outcome[0], Exception), outcome
+            assert outcome[0].inserted == 50
+            assert get_collection(first, unique_name).model == "first-model"
+            assert state(first, unique_name)[:2] == (50, 50)  # type: ignore[index]
+        finally:
+            drop_collection(first, unique_name)
 
 
 def test_two_loads_of_overlapping_rows(pool: Any, unique_name: str) -> None:

@@ -114,6 +114,37 @@ def test_mismatched_existing_collection_is_refused_before_work(
         drop_collection(conn, unique_name)
 
 
+VECTORS = (b"id,text,vec\n"
+           b"v1,Fold the towels in thirds.,\"[1, 0, 0]\"\n"
+           b"v2,Hang shirts to dry.,\"[0, 1, 0]\"\n")
+
+
+def test_file_vectors_need_the_collection_model_named(
+    open_page: PageOpener, conn: Any, unique_name: str) -> None:
+    """Issue 16: a file's own vectors go into a collection of a model vecdash runs only once the
+    person names that model on the page; another model is refused before any work."""
+    create_collection(conn, unique_name, dimension=3, embedder="local", model="all-MiniLM-L6-v2")
+    try:
+        at = upload(open_page("app_pages/ingest.py"), "laundry.csv", VECTORS)
+        at.selectbox(key="ing_map_content").set_value("text").run()
+        at.selectbox(key="ing_map_vector").set_value("vec").run()
+        at.radio(key="ing_embedder").set_value("precomputed").run()
+        at.radio(key="ing_target").set_value("existing").run()
+        at.selectbox(key="ing_existing").set_value(unique_name).run()
+        assert at.selectbox(key=f"ing_vectors_from:{unique_name}").value is None
+        assert any("Name the model" in i.value for i in at.info)
+        assert not [b for b in at.button if b.key == "ing_start"]
+        at.selectbox(key=f"ing_vectors_from:{unique_name}").set_value("openai/text-embedding-3-small").run()
+        assert any("not comparable" in e.value for e in at.error)
+        assert not [b for b in at.button if b.key == "ing_start"]
+        at.selectbox(key=f"ing_vectors_from:{unique_name}").set_value("local/all-MiniLM-L6-v2").run()
+        at.button(key="ing_start").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert {m.label: m.value for m in at.metric}["Inserted"] == "2"
+    finally:
+        drop_collection(conn, unique_name)
+
+
 def test_openai_shows_tokens_and_cost_before_starting(
     open_page: PageOpener, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeOpenAI().start()
