@@ -19,7 +19,11 @@ from vecdash.config import Settings
 from vecdash.demo import demo_documents, load_demo
 from vecdash.embedders import Embedder, LocalEmbedder
 from vecdash.errors import VecdashError
-from vecdash.redaction import redact
+from vecdash.redaction import redact, redact_every_log_record
+from vecdash.statement_timeout import vecdash_error_for
+
+# Streamlit's own loggers (an uncaught exception's traceback, say) print through redaction too.
+redact_every_log_record()
 
 
 def settings() -> Settings:
@@ -108,6 +112,10 @@ def errors_shown() -> Iterator[None]:
     except VecdashError as exc:
         st.error(redact(str(exc)), icon="⚠️")
     except Exception as exc:
+        known = vecdash_error_for(exc)  # a query the statement timeout cancelled, say
+        if known is not None:
+            st.error(redact(str(known)), icon="⚠️")
+            return
         where = _vecdash_frame(exc)
         if where is None:
             raise

@@ -112,3 +112,32 @@ def test_read_only_mode_refuses_writes(settings: Settings, unique_name: str) -> 
                 conn.execute("CREATE TABLE should_not_exist (x int)")
     finally:
         pool.close()
+
+
+def test_a_read_only_session_serves_reads_and_refuses_writes_with_messages(
+        settings: Settings, demo: Any, embedder: Any, unique_name: str) -> None:
+    """What a read replica in read-only mode serves (docs/scaling.md): a session whose every
+    transaction is read-only (VECDASH_READ_ONLY=1 on a URL; a hot standby forces the same)
+    still searches and sets search-time parameters per transaction; writes are refused by
+    vecdash first, and by the server with a message when something gets past."""
+    from vecdash.indexes import IndexSpec, build_index
+    from vecdash.ingest import ingest_records
+    from vecdash.records import Record
+    from vecdash.search import hybrid_search
+    from vecdash.statement_timeout import vecdash_error_for
+
+    with db.connect(settings) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        assert db.is_read_only(conn)
+        hits = hybrid_search(conn, demo, "how do vector indexes work", embedder=embedder, k=5)
+        assert len(hits) == 5
+        with conn.transaction():  # the Index Lab's measuring sets these per transaction
+            conn.execute("SELECT set_config('hnsw.ef_search', '80', true)")
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            build_index(conn, demo, IndexSpec("hnsw"))
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            ingest_records(conn, demo, [Record(content="x", embedding=[0.0] * demo.dimension)])
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as refused:
+            conn.execute("CREATE TABLE should_not_exist (x int)")
+        known = vecdash_error_for(refused.value)
+        assert isinstance(known, ReadOnlyError) and "primary" in str(known)

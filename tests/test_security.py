@@ -81,6 +81,9 @@ def test_read_only_role_refuses_writes_by_privileges(
     _refused(reader, off, "CREATE TABLE should_not_exist (x int)")
     _refused(reader, off, "CREATE TEMP TABLE should_not_exist (x int)")
     _refused(reader, off, "UPDATE vecdash_collections SET data_version = data_version + 1")
+    _refused(reader, off, "SELECT lo_create(0)")  # large objects need no table privilege
+    _refused(reader, off, "SELECT lo_creat(-1)")
+    _refused(reader, off, "SELECT lo_from_bytea(0, 'x')")
     reader.execute("SET default_transaction_read_only = off")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         reader.execute("ALTER SYSTEM SET work_mem = '1GB'")
@@ -90,6 +93,16 @@ def test_read_only_role_refuses_writes_by_privileges(
             reader.execute(sql.SQL("DELETE FROM {}").format(table))
     finally:
         reader.execute("ROLLBACK")
+
+
+def test_read_only_role_cannot_reach_the_other_databases(
+        reader: psycopg.Connection[Any]) -> None:
+    """In postgres or template1 PUBLIC's defaults would let it make temporary tables and large
+    objects; it may connect to the vecdash database only."""
+    for other in ("postgres", "template1"):
+        conninfo = psycopg.conninfo.make_conninfo(reader.info.dsn, dbname=other)
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(conninfo, connect_timeout=10).close()
 
 
 def test_read_only_on_a_role_that_can_write_says_it_is_advisory(settings: Settings) -> None:
@@ -203,3 +216,36 @@ def test_redact_takes_out_every_form_of_a_secret(monkeypatch: pytest.MonkeyPatch
     for secret in ("p%40ss", "p@ss", "'a b'", "abcdefgh1234", "my-own-key-123", ":y@"):
         assert secret not in out, out
     assert "postgresql://u:***@h/db" in out
+
+
+def test_streamlit_and_root_log_handlers_print_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamlit's loggers have console handlers of their own (not the root's); records that
+    reach them, or the root's, are redacted once ui is imported: messages and tracebacks."""
+    import io
+    import logging
+
+    from streamlit.logger import get_logger
+
+    import ui  # noqa: F401  (installs the redaction, as app.py's import does)
+
+    monkeypatch.setenv("PGPASSWORD", SECRET)
+    streamlit_log = get_logger("streamlit.vecdash_redaction_test")
+    captured = io.StringIO()
+    streamlit_log.streamlit_console_handler.setStream(captured)  # type: ignore[attr-defined]
+    root_captured = io.StringIO()
+    root_handler = logging.StreamHandler(root_captured)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        streamlit_log.warning("could not connect with password=%s", SECRET)
+        try:
+            raise RuntimeError(f"postgresql://u:{SECRET}@db.example/x refused")
+        except RuntimeError:
+            streamlit_log.exception("Uncaught app exception")
+        logging.getLogger("some.library").warning("key sk-abcdef123456 and %s", SECRET)
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    printed, root_printed = captured.getvalue(), root_captured.getvalue()
+    assert "Uncaught app exception" in printed and "RuntimeError" in printed
+    assert "password=***" in printed and "u:***@db.example" in printed
+    assert "sk-***" in root_printed
+    assert SECRET not in printed + root_printed and "sk-abcdef" not in root_printed

@@ -69,6 +69,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Maximum number of pooled database connections the dashboard keeps open.",
     ),
     SettingSpec(
+        "statement_timeout",
+        "VECDASH_STATEMENT_TIMEOUT",
+        "30s",
+        "Longest one interactive query (a search, an evaluation, a page's data) may run before "
+        "PostgreSQL cancels it and vecdash says what to do: a duration such as 500ms, 30s or 2min "
+        "(a bare number is milliseconds); 0 turns it off. Loads, index builds and exports are "
+        "never cut by it.",
+    ),
+    SettingSpec(
         "embed_precision",
         "VECDASH_EMBED_PRECISION",
         "auto",
@@ -102,6 +111,7 @@ class Settings:
     read_only: bool
     autoload_demo: bool
     pool_size: int
+    statement_timeout: str
     embed_precision: str
     openai_api_key: str
     openai_base_url: str
@@ -123,6 +133,7 @@ class Settings:
             read_only=raw["read_only"].strip().lower() in _TRUE,
             autoload_demo=raw["autoload_demo"].strip().lower() in _TRUE,
             pool_size=pool_size,
+            statement_timeout=raw["statement_timeout"].strip(),
             embed_precision=raw["embed_precision"].strip().lower(),
             openai_api_key=raw["openai_api_key"].strip(),
             openai_base_url=raw["openai_base_url"].strip(),

@@ -1,8 +1,9 @@
 """The database: embedded server lifecycle, connections and the pool, schema bootstrap, server info.
 
-Connections handed out by vecdash are in autocommit mode with pgvector's types registered; every
+Connections handed out by vecdash are in autocommit mode with pgvector's types registered and
+``statement_timeout`` set (VECDASH_STATEMENT_TIMEOUT, see ``vecdash.statement_timeout``); every
 data-layer function opens its own ``conn.transaction()`` where it needs one. In read-only mode each
-connection runs ``SET default_transaction_read_only = on``; on the embedded server it also connects
+connection sets ``default_transaction_read_only = on``; on the embedded server it also connects
 as ``vecdash_reader``, a role that may only read, so privileges refuse writes whatever the session
 sets. The server's lifecycle is in ``vecdash.embedded_server``.
 """
@@ -24,6 +25,7 @@ from vecdash import embedded_server
 from vecdash.config import Settings
 from vecdash.errors import ConnectionFailed, ExtensionMissing, InvalidInput, ReadOnlyError
 from vecdash.redaction import redact
+from vecdash.statement_timeout import check_statement_timeout
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,14 @@ READER_SETUP = [
     sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"),
     sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on"),
     sql.SQL("REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+    # Elsewhere PUBLIC could still make temporary tables and large objects: the reader (the
+    # server's only other role) connects to the vecdash database alone.
+    sql.SQL("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC"),
     sql.SQL("GRANT CONNECT ON DATABASE {db} TO {}"),
+    # Large objects need no privilege on a table, so revoke the functions that create them
+    # (granted to PUBLIC: the superuser, who bypasses privileges, keeps them).
+    sql.SQL("REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), "
+            "lo_from_bytea(oid, bytea), lo_import(text), lo_import(text, oid) FROM PUBLIC"),
     sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {su} GRANT SELECT ON TABLES TO {}"),
     sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {su} GRANT USAGE ON SCHEMAS TO {}"),
 ]
@@ -231,11 +240,15 @@ def _describe_conninfo(conninfo: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 
-def _configure(read_only: bool) -> Any:
+def _configure(read_only: bool, statement_timeout: str) -> Any:
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
+        # One round trip per new connection: the session's timeout and read-only default (left
+        # as the role's own when not read-only: a role set read-only by its owner stays so).
+        conn.execute("SELECT set_config('statement_timeout', %s, false), "
+                     "set_config('default_transaction_read_only', CASE WHEN %s THEN 'on' ELSE "
+                     "current_setting('default_transaction_read_only') END, false)",
+                     (statement_timeout, read_only))
 
     return configure
 
@@ -315,7 +328,9 @@ def _first_connection(target: Target) -> psycopg.Connection[Any]:
 
 
 def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[Any]:
-    """Open the connection pool (and prepare the schema); raise ConnectionFailed if unreachable."""
+    """Open the connection pool (and prepare the schema); raise ConnectionFailed if unreachable.
+    Its connections cancel a statement after VECDASH_STATEMENT_TIMEOUT."""
+    statement_timeout = check_statement_timeout(settings)
     target = resolve_target(settings)
     where = _where(target)
     with _first_connection(target) as conn:
@@ -325,7 +340,7 @@ def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[An
         min_size=1,
         max_size=settings.pool_size,
         kwargs={"autocommit": True},
-        configure=_configure(settings.read_only),
+        configure=_configure(settings.read_only, statement_timeout),
         name=f"vecdash-{target.source}",
         open=False,
     )
@@ -342,19 +357,27 @@ def open_pool(settings: Settings, *, timeout: float = 15.0) -> ConnectionPool[An
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
-    """One connection (autocommit, pgvector registered, schema ready) for the CLI and scripts."""
+    """One connection (autocommit, pgvector registered, schema ready, VECDASH_STATEMENT_TIMEOUT
+    set) for the CLI and scripts."""
+    timeout = check_statement_timeout(settings)
     conn = _first_connection(resolve_target(settings))
     ensure_schema(conn, read_only=settings.read_only)
-    _configure(settings.read_only)(conn)
+    _configure(settings.read_only, timeout)(conn)
     return conn
 
 
 def sibling_connection(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """Another autocommit connection to the same server, database and user as ``conn`` (for work
-    beside it, such as a second COPY stream), read-only when ``conn`` is."""
+    beside it, such as a second COPY stream), read-only when ``conn`` is and with its current
+    statement timeout (none inside ``without_statement_timeout``)."""
+    row = conn.execute("SELECT current_setting('default_transaction_read_only') = 'on' "
+                       "OR current_user = %s OR pg_is_in_recovery(), "
+                       "current_setting('statement_timeout')",
+                       (READER_ROLE,)).fetchone()
+    assert row is not None
     other = psycopg.connect(conn.info.dsn, password=conn.info.password or None, autocommit=True,
                             connect_timeout=10)
-    _configure(is_read_only(conn))(other)
+    _configure(bool(row[0]), str(row[1]))(other)
     return other
 
 
@@ -368,9 +391,10 @@ def relation_exists(conn: psycopg.Connection[Any], name: str, schema: str | None
 
 
 def is_read_only(conn: psycopg.Connection[Any]) -> bool:
-    """True in read-only mode: the session's default, or the embedded server's read-only role."""
+    """True in read-only mode: the session's default, the embedded server's read-only role, or a
+    server in recovery (a hot standby: a read replica refuses every write)."""
     row = conn.execute("SELECT current_setting('default_transaction_read_only') = 'on' "
-                       "OR current_user = %s", (READER_ROLE,)).fetchone()
+                       "OR current_user = %s OR pg_is_in_recovery()", (READER_ROLE,)).fetchone()
     return bool(row and row[0])
 
 

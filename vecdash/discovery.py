@@ -35,7 +35,8 @@ class DiscoveredTable:
 
 def discover_tables(conn: psycopg.Connection[Any]) -> list[DiscoveredTable]:
     """Tables (and views) with a vector or halfvec column that no collection uses yet (vecdash's
-    own vecdash_* tables excluded)."""
+    own vecdash_* tables excluded). A partitioned table is listed once, as its parent: its
+    partitions are not tables of their own to vecdash."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname, a.attname, t.typname, a.atttypmod
            FROM pg_attribute a
@@ -44,6 +45,7 @@ def discover_tables(conn: psycopg.Connection[Any]) -> list[DiscoveredTable]:
            JOIN pg_type t ON t.oid = a.atttypid
            WHERE t.typname IN ('vector', 'halfvec') AND c.relkind IN ('r', 'p', 'v', 'm')
              AND a.attnum > 0 AND NOT a.attisdropped
+             AND NOT c.relispartition  -- a partitioned table is attached whole, by its parent
              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
              AND left(c.relname, 8) <> 'vecdash_'  -- vecdash's own tables (caches)
              AND NOT EXISTS (SELECT 1 FROM vecdash_collections r

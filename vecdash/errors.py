@@ -33,3 +33,8 @@ class EmbedderError(VecdashError):
 
 class Cancelled(VecdashError):
     """Long-running work was cancelled by the user; what was committed before stays."""
+
+
+class QueryTimeout(VecdashError):
+    """A query ran longer than the statement timeout (VECDASH_STATEMENT_TIMEOUT) and the server
+    cancelled it: the message says what was slow and what to do."""

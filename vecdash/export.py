@@ -27,6 +27,7 @@ from vecdash.atomic_file import atomic_output
 from vecdash.collections import Collection
 from vecdash.errors import ConnectionFailed, InvalidInput, NotFound
 from vecdash.export_metadata import ExportMetadata, jsonl_header
+from vecdash.statement_timeout import without_statement_timeout
 
 ExportFormat = Literal["parquet", "jsonl"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("parquet", "jsonl")
@@ -100,8 +101,9 @@ def _select(collection: Collection, *, after: bool) -> sql.Composed:
         sql.SQL("{}::vector").format(sql.Identifier(c.vector_column)),
     ]
     where = sql.SQL("WHERE {} > %s").format(sql.Identifier(c.id_column)) if after else sql.SQL("")
-    return sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT %s").format(
-        sql.SQL(", ").join(fields), c.table, where, sql.Identifier(c.id_column))
+    # ORDER BY 1, the id: by name it is ambiguous when the id is also the external id (id::text).
+    return sql.SQL("SELECT {} FROM {} {} ORDER BY 1 LIMIT %s").format(
+        sql.SQL(", ").join(fields), c.table, where)
 
 
 def count_rows(conn: psycopg.Connection[Any], collection: Collection) -> int:
@@ -157,7 +159,8 @@ def export_collection(
     fmt = fmt or export_format(path)
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}.")
-    with atomic_output(path, force=force) as temporary:
+    # An export streams the whole table: no statement timeout (it is for interactive queries).
+    with atomic_output(path, force=force) as temporary, without_statement_timeout(conn):
         total = count_rows(conn, collection)
         meta = export_metadata(collection, total)
         write = _write_parquet if fmt == "parquet" else _write_jsonl

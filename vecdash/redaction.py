@@ -1,5 +1,5 @@
 """Secrets taken out of any text before it is shown or logged: the one function every error path
-uses (the CLI, the dashboard's error boxes, vecdash's log messages).
+uses (the CLI, the dashboard's error boxes, every log record of the dashboard's process).
 
 Redacted: the secrets of the current environment wherever they appear (the password of
 VECDASH_DATABASE_URL raw and percent-decoded, PGPASSWORD, OPENAI_API_KEY), a URL's password
@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 MASK = "***"
@@ -59,6 +60,37 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = None
         return True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Redact a record in place: its message (arguments merged), its traceback and stack."""
+    record.msg = redact(record.getMessage())
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        # Formatters use exc_text when it is set, so the traceback is printed redacted.
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def redact_every_log_record() -> None:
+    """Redact every log record the process makes, whichever logger and handler it reaches.
+
+    Streamlit gives each of its loggers its own console handler (not propagating to the root)
+    and replaces those handlers when its configuration changes, so a filter on handlers would
+    miss some; the record factory sees every record once, as it is made. Idempotent.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "vecdash_redacting", False):
+        return
+
+    def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    redacting_factory.vecdash_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting_factory)
 
 
 def redact_logs(logger_name: str = "vecdash") -> None:

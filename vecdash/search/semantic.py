@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.errors import InvalidInput
+from vecdash.statement_timeout import explains_timeouts
 from vecdash.text_checks import check_text
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def check_k(k: int) -> int:
     return k
 
 
+@explains_timeouts("The search")
 def semantic_search(
     conn: psycopg.Connection[Any],
     collection: Collection,
