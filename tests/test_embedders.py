@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.openai_server import FakeOpenAI
-from vecdash.embedders import LocalEmbedder, OpenAIEmbedder, get_embedder
+from vecdash.collections import Collection
+from vecdash.embedders import LocalEmbedder, OpenAIEmbedder, embedder_for, get_embedder
 from vecdash.errors import EmbedderError
 
 
@@ -57,3 +58,28 @@ def test_openai_errors_are_clear(fake_openai: FakeOpenAI) -> None:
         OpenAIEmbedder(dimensions=4000, api_key="sk-test")
     with pytest.raises(EmbedderError, match="Unknown embedding provider"):
         get_embedder("cohere")
+
+
+def openai_collection(model: str, dimension: int) -> Collection:
+    return Collection(
+        name="c", schema_name="public", table_name="c", id_column="id", content_column="content",
+        title_column=None, category_column=None, metadata_column=None, created_at_column=None,
+        external_id_column=None, hash_column=None, tsv_column=None, vector_column="embedding",
+        vector_type="vector", dimension=dimension, metric="cosine", embedder="openai",
+        model=model, text_config="english", managed=True, data_version=0)
+
+
+@pytest.mark.parametrize(("model", "dimension", "asked"), [
+    ("text-embedding-3-small", 1536, None),  # the model's own dimension: nothing to ask
+    ("text-embedding-3-large", 3072, None),
+    ("text-embedding-3-large", 1536, 1536),  # reduced, though 1536 is another model's native
+    ("text-embedding-3-small", 512, 512),
+    ("my-compatible-model", 1024, None),  # unknown model: its server decides
+])
+def test_embedder_for_asks_for_reduced_dimensions_against_the_models_own(
+        model: str, dimension: int, asked: int | None) -> None:
+    made = embedder_for(openai_collection(model, dimension), api_key="sk-test")
+    assert isinstance(made, OpenAIEmbedder)
+    assert made.dimensions == asked and made.model == model
+    # an unknown model's dimension is learnt from its first answer
+    assert made.dimension == (0 if model == "my-compatible-model" else dimension)

@@ -16,6 +16,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from vecdash.collections import Collection, bump_data_version
 from vecdash.db import sibling_connection
+from vecdash.embedding_cache import CacheEntries, write_cache_entries
 from vecdash.ingest_report import Failure, IngestReport, ProgressCallback
 from vecdash.vector_precisions import record_precisions
 
@@ -49,6 +50,7 @@ class PreparedBatch:
     unchecked: bool = False
     precisions: dict[str, int] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)  # external id -> "file.csv:12"
+    to_cache: CacheEntries | None = None  # new vectors for the embedding cache, written first
 
 
 
@@ -112,8 +114,7 @@ class BatchWriter:
         if not self.overlap or alone:
             self.finish()
             try:
-                inserted = self._counted(write_isolating(self.conn, self.collection, batch.rows,
-                                                         batch.precisions, batch.origins))
+                inserted = self._counted(write_new(self.conn, self.collection, batch))
             except psycopg.errors.UniqueViolation:
                 # unchecked, or another load stored some of these rows meanwhile
                 inserted = self._write_checked(batch)
@@ -129,8 +130,7 @@ class BatchWriter:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="vecdash-copy")
         self.in_flight.append(
-            (self.pool.submit(write_isolating, other, self.collection, batch.rows,
-                              batch.precisions, batch.origins),
+            (self.pool.submit(write_new, other, self.collection, batch),
              batch, other, size))
 
     def finish(self) -> None:
@@ -213,6 +213,14 @@ def _stored_values(conn: psycopg.Connection[Any], collection: Collection, column
     query = sql.SQL("SELECT {col} FROM {table} WHERE {col} = ANY(%b)").format(
         col=sql.Identifier(column), table=collection.table)
     return {r[0] for r in conn.execute(query, (values,)).fetchall()}
+
+
+def write_new(conn: psycopg.Connection[Any], collection: Collection,
+              batch: PreparedBatch) -> tuple[int, list[Failure]]:
+    """A batch's first write: its new vectors into the embedding cache (their own transaction,
+    so they outlive a failure of the batch), then the batch (write_isolating)."""
+    write_cache_entries(conn, batch.to_cache)
+    return write_isolating(conn, collection, batch.rows, batch.precisions, batch.origins)
 
 
 def write_isolating(conn: psycopg.Connection[Any], collection: Collection,

@@ -55,6 +55,16 @@ def clear_embedding_cache(conn: psycopg.Connection[Any]) -> int:
 
 
 @dataclass
+class CacheEntries:
+    """Vectors the model just made, to store in the cache (``write_cache_entries``)."""
+
+    provider: str
+    model: str
+    dimension: int
+    vectors: dict[str, np.ndarray]  # text hash -> vector
+
+
+@dataclass
 class EmbeddedTexts:
     """Vectors for some texts (one row each, in order) and where they came from."""
 
@@ -62,6 +72,21 @@ class EmbeddedTexts:
     cached: int = 0  # texts whose vector came from the cache
     embedded: int = 0  # texts sent to the model
     warnings: list[str] = field(default_factory=list)  # the embedder's (truncated inputs)
+    to_cache: CacheEntries | None = None  # new vectors not yet stored (``write_later``)
+
+
+def write_cache_entries(conn: psycopg.Connection[Any], entries: CacheEntries | None) -> None:
+    """Store new vectors in the cache, in their own transaction (another load may have stored
+    some of them meanwhile: those are kept as they are)."""
+    if entries is None or not entries.vectors:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO vecdash_embedding_cache (provider, model, dimension, text_hash, "
+            "embedding) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(entries.provider, entries.model, entries.dimension, k, v)
+             for k, v in entries.vectors.items()],
+        )
 
 
 def embed_with_cache(
@@ -71,9 +96,12 @@ def embed_with_cache(
     texts: list[str],
     *,
     use_cache: bool,
+    write_later: bool = False,
 ) -> EmbeddedTexts:
     """Vectors for ``texts``: from the cache where stored, from the model for the rest (which are
-    then cached, in their own transaction, so they survive a failure of the batch)."""
+    then cached, in their own transaction, so they survive a failure of the batch). With
+    ``write_later`` the new vectors are returned in ``to_cache`` instead, for the caller to
+    store (ingestion stores them from its writer thread, while the model embeds the next batch)."""
     dim = collection.dimension
     keys = [embedding_key(t) for t in texts]
     found: dict[str, np.ndarray] = {}
@@ -92,6 +120,7 @@ def embed_with_cache(
             missing.setdefault(key, text)
     cached = sum(1 for k in keys if k in found)
     warnings: list[str] = []
+    to_cache: CacheEntries | None = None
     if missing:
         vectors = embedder.embed(list(missing.values()))
         drain = getattr(embedder, "drain_warnings", None)
@@ -105,14 +134,12 @@ def embed_with_cache(
             )
         fresh = dict(zip(missing, vectors, strict=True))
         if use_cache:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO vecdash_embedding_cache (provider, model, dimension, text_hash, "
-                    "embedding) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(provider, embedder.model, dim, k, v) for k, v in fresh.items()],
-                )
+            to_cache = CacheEntries(provider, embedder.model, dim, fresh)
+            if not write_later:
+                write_cache_entries(conn, to_cache)
+                to_cache = None
         found.update(fresh)
     return EmbeddedTexts(
         vectors=np.vstack([found[k] for k in keys]).astype(np.float32, copy=False),
-        cached=cached, embedded=len(missing), warnings=warnings,
+        cached=cached, embedded=len(missing), warnings=warnings, to_cache=to_cache,
     )

@@ -28,10 +28,11 @@ from vecdash.collections import Collection, bump_data_version, require_table
 from vecdash.copy_writer import ID_TAKEN, BatchWriter, PreparedBatch, unstored
 from vecdash.db import require_writable
 from vecdash.embedders import Embedder
-from vecdash.embedding_cache import embed_with_cache, ensure_embedding_cache
+from vecdash.embedding_cache import CacheEntries, embed_with_cache, ensure_embedding_cache
 from vecdash.errors import Cancelled, ConnectionFailed, InvalidInput
 from vecdash.ingest_report import Failure, IngestReport, ProgressCallback
 from vecdash.records import Record, clean_record, content_hash, embed_text
+from vecdash.statement_timeout import without_statement_timeout
 from vecdash.vector_precisions import ensure_vector_precisions
 
 # Record and the report types are defined lower down (records, ingest_report); they are named
@@ -181,7 +182,10 @@ def _load(conn: psycopg.Connection[Any], collection: Collection, records: Iterab
           use_cache: bool, parallel: bool) -> None:
     """ingest_records' batches, into ``report``."""
     can_overlap = parallel and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    with _GC_PAUSE, BatchWriter(conn, collection, report, progress, overlap=can_overlap) as writer:
+    # A load runs as long as it needs (the statement timeout is for interactive queries); the
+    # writers' sibling connections start without one too.
+    with _GC_PAUSE, without_statement_timeout(conn), \
+            BatchWriter(conn, collection, report, progress, overlap=can_overlap) as writer:
         for batch, last in _with_last(_batches(records, batch_size)):
             writer.poll()
             if should_cancel is not None and should_cancel():
@@ -229,6 +233,7 @@ def _prepare_batch(
     stored row is embedded again."""
     pending_hashes, pending_ids = pending
     precisions: dict[str, int] = {}  # texts the model embedded, per precision
+    to_cache: CacheEntries | None = None  # vectors the model made, for the embedding cache
     ready: list[tuple[Record, str, str]] = []  # record, hash, external id
     seen: set[str] = set()
     cleaned: list[str] = []
@@ -304,7 +309,11 @@ def _prepare_batch(
             )
         texts = [embed_text(rows[i][0]) for i in need]
         before = dict(getattr(embedder, "calls_by_precision", {}))
-        embedded = embed_with_cache(conn, collection, embedder, texts, use_cache=use_cache)
+        # The new vectors are cached by the batch's writer (before its COPY, in their own
+        # transaction), so this thread goes on to the next batch's embedding meanwhile.
+        embedded = embed_with_cache(conn, collection, embedder, texts, use_cache=use_cache,
+                                    write_later=True)
+        to_cache = embedded.to_cache
         precisions = {p: n - before.get(p, 0)
                       for p, n in getattr(embedder, "calls_by_precision", {}).items()}
         report.cached += embedded.cached
@@ -330,6 +339,7 @@ def _prepare_batch(
         unchecked=unchecked,
         precisions=precisions,
         origins={ext: rec.origin for rec, _, ext in rows if rec.origin},
+        to_cache=to_cache,
     )
 
 
