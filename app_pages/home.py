@@ -36,6 +36,10 @@ with ui.errors_shown():
             }
         )
         st.dataframe(table, hide_index=True, width="stretch")
+        if estimated := [s.name for s in summaries if s.rows_estimated]:
+            st.caption(f"Rows of {', '.join(estimated)}: PostgreSQL's estimate (from its last "
+                       "ANALYZE, scaled to the table's size), not a count: counting a large "
+                       "table reads all of it.")
     else:
         st.info("No collections yet: load the demo below, or ingest your own data.")
 

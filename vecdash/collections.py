@@ -8,6 +8,7 @@ registry with its column names, and vecdash reads it in place without copying or
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -310,6 +311,9 @@ def _forget_table(conn: psycopg.Connection[Any], collection: Collection) -> None
     table = collection.table.as_string(conn)
     if not relation_exists(conn, collection.table_name, schema=collection.schema_name):
         return
+    from vecdash.bm25.postings import drop_postings_of_table  # its postings table and functions
+
+    drop_postings_of_table(conn, collection)
     for side in ("vecdash_bm25_terms", "vecdash_bm25_totals"):
         if relation_exists(conn, side):
             conn.execute(sql.SQL("DELETE FROM {} WHERE relid = %s::regclass").format(
@@ -326,17 +330,56 @@ def bump_data_version(conn: psycopg.Connection[Any], name: str) -> None:
     )
 
 
-def data_version(conn: psycopg.Connection[Any], collection: Collection) -> str:
-    """A key that changes whenever the collection's rows change: the registry counter bumped by
-    vecdash's writes, plus the row count (which catches writes made outside vecdash)."""
+# Above this many rows (the planner's estimate) counts come from the catalog: an exact count(*)
+# reads the whole table, about a second per million rows of 384-d vectors, on every page load.
+EXACT_COUNT_MAX = 200_000
+
+
+def estimated_rows(conn: psycopg.Connection[Any], collection: Collection) -> int:
+    """The planner's row estimate for the collection's table, read without touching its rows:
+    reltuples scaled to the table's current size once analyzed, else guessed from its pages
+    (partitions summed). Any relation the role can SELECT from, attached tables included."""
     row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT data_version FROM vecdash_collections WHERE name = %s), count(*) FROM {}"
-        ).format(collection.table),
-        (collection.name,),
+        sql.SQL("EXPLAIN (FORMAT JSON) SELECT FROM {}").format(collection.table)
     ).fetchone()
     assert row is not None
-    return f"{row[0]}:{row[1]}"
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def row_count(conn: psycopg.Connection[Any], collection: Collection, *,
+              exact_below: int = EXACT_COUNT_MAX) -> tuple[int, bool]:
+    """(rows, estimated): an exact count when the estimate is under ``exact_below``, else the
+    estimate (True: shown as "about")."""
+    estimate = estimated_rows(conn, collection)
+    if estimate >= exact_below:
+        return estimate, True
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(collection.table)).fetchone()
+    assert row is not None
+    return int(row[0]), False
+
+
+def data_version(conn: psycopg.Connection[Any], collection: Collection, *,
+                 exact_below: int = EXACT_COUNT_MAX) -> str:
+    """A key that changes whenever the collection's rows change: the registry counter bumped by
+    vecdash's writes, plus what catches writes made outside vecdash: the row count on a small
+    table; on a large one (no count: it would scan the table) the statistics collector's
+    inserted / updated / deleted counters of the table and its partitions, which PostgreSQL
+    publishes within about a second of another session's commit."""
+    version = conn.execute("SELECT data_version FROM vecdash_collections WHERE name = %s",
+                           (collection.name,)).fetchone()
+    registered = version[0] if version else None
+    rows, estimated = row_count(conn, collection, exact_below=exact_below)
+    if not estimated:
+        return f"{registered}:{rows}"
+    row = conn.execute(
+        "SELECT sum(pg_stat_get_tuples_inserted(relid)), sum(pg_stat_get_tuples_updated(relid)), "
+        "sum(pg_stat_get_tuples_deleted(relid)) FROM (SELECT %s::regclass AS relid UNION "
+        "SELECT relid FROM pg_partition_tree(%s::regclass)) tree",  # no rows for a plain table
+        (collection.table.as_string(conn),) * 2,
+    ).fetchone()
+    assert row is not None
+    return f"{registered}:~{row[0]}/{row[1]}/{row[2]}"
 
 
 @dataclass(frozen=True)
@@ -380,10 +423,13 @@ class CollectionSummary:
     indexes: str
     size_bytes: int
     managed: bool
+    rows_estimated: bool = False  # rows is the planner's estimate (a large table is not counted)
 
 
-def describe_collections(conn: psycopg.Connection[Any]) -> list[CollectionSummary]:
-    """One summary per collection: rows, dimension, embedder/model, metric, indexes, size on disk."""
+def describe_collections(conn: psycopg.Connection[Any], *,
+                         exact_below: int = EXACT_COUNT_MAX) -> list[CollectionSummary]:
+    """One summary per collection: rows (estimated above ``exact_below``), dimension,
+    embedder/model, metric, indexes, size on disk. Reads no table's rows past that size."""
     out = []
     for c in list_collections(conn):
         if not relation_exists(conn, c.table_name, schema=c.schema_name):
@@ -393,11 +439,10 @@ def describe_collections(conn: psycopg.Connection[Any]) -> list[CollectionSummar
                                   "", 0, c.managed)
             )
             continue
-        row = conn.execute(
-            sql.SQL("SELECT count(*), pg_total_relation_size(%s::regclass) FROM {}").format(c.table),
-            (sql.Identifier(c.schema_name, c.table_name).as_string(conn),),
-        ).fetchone()
-        assert row is not None
+        rows, estimated = row_count(conn, c, exact_below=exact_below)
+        size = conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                            (c.table.as_string(conn),)).fetchone()
+        assert size is not None
         vector_indexes = [
             f"{i.method}" + ("" if i.valid else " (invalid)")
             for i in list_indexes(conn, c)
@@ -407,15 +452,16 @@ def describe_collections(conn: psycopg.Connection[Any]) -> list[CollectionSummar
             CollectionSummary(
                 name=c.name,
                 table=f"{c.schema_name}.{c.table_name}",
-                rows=int(row[0]),
+                rows=rows,
                 dimension=c.dimension,
                 vector_type=c.vector_type,
                 embedder=c.embedder,
                 model=c.model,
                 metric=c.metric,
                 indexes=", ".join(vector_indexes) or "none (exact scan)",
-                size_bytes=int(row[1]),
+                size_bytes=int(size[0]),
                 managed=c.managed,
+                rows_estimated=estimated,
             )
         )
     return out

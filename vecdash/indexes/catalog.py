@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from vecdash import collections
 from vecdash.collections import OPCLASS_SUFFIX, Collection
 from vecdash.db import relation_exists, require_writable
 from vecdash.errors import InvalidInput, NotFound
@@ -76,7 +77,9 @@ def list_vector_indexes(conn: psycopg.Connection[Any], collection: Collection) -
     """The HNSW and IVFFlat indexes on the collection's table, valid or not, with parameters, size
     on disk and, when vecdash built them, how long the build took."""
     rows = conn.execute(
-        """SELECT i.relname, am.amname, opc.opcname, i.reloptions, pg_relation_size(i.oid),
+        """SELECT i.relname, am.amname, opc.opcname, i.reloptions,
+                  coalesce((SELECT sum(pg_relation_size(p.relid))  -- a partitioned table's
+                            FROM pg_partition_tree(i.oid) p), pg_relation_size(i.oid)),
                   ix.indisvalid, pg_get_indexdef(ix.indexrelid), ix.indexprs IS NOT NULL
            FROM pg_index ix
            JOIN pg_class i ON i.oid = ix.indexrelid
@@ -152,5 +155,6 @@ def categories(conn: psycopg.Connection[Any], collection: Collection, *,
 
 
 def row_count(conn: psycopg.Connection[Any], collection: Collection) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(collection.table)).fetchone()
-    return int(row[0]) if row else 0
+    """The table's rows: counted on a small table, the planner's estimate on a large one (a
+    count would read every row on each Index Lab load)."""
+    return collections.row_count(conn, collection)[0]

@@ -13,10 +13,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from vecdash.collections import Collection
+from vecdash.collections import EXACT_COUNT_MAX, Collection, estimated_rows
 from vecdash.errors import InvalidInput
 from vecdash.indexes.specs import index_target
 from vecdash.search import query_vector
+
+MAX_SAMPLE_QUERIES = 10_000  # each query is timed alone: more would keep a sweep busy for hours
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,33 @@ def queries_from_vectors(collection: Collection, vectors: np.ndarray, labels: Se
     return SampleQueries(checked, list(labels), source)
 
 
+def _block_sample(conn: psycopg.Connection[Any], c: Collection, n: int,
+                  large_above: int) -> sql.Composable:
+    """On a large table, a repeatable block sample of about 40 rows per query to pick from (the
+    pick by md5 would read every row); nothing on a small one."""
+    estimate = estimated_rows(conn, c)
+    if estimate < large_above:
+        return sql.SQL("")
+    percent = min(100.0, 100.0 * max(40 * n, 1_000) / max(estimate, 1))
+    return sql.SQL(" TABLESAMPLE SYSTEM ({}) REPEATABLE (7)").format(sql.Literal(percent))
+
+
 def stored_vector_queries(conn: psycopg.Connection[Any], collection: Collection, *,
-                          n: int = 50) -> SampleQueries:
+                          n: int = 50, large_above: int = EXACT_COUNT_MAX) -> SampleQueries:
     """``n`` stored vectors (a fixed pseudo-random pick by id) used as queries. Each query's own
     row is excluded from its results, so recall measures finding the *other* neighbours."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise InvalidInput(f"The number of sample queries must be a whole number of at least 1 "
+                           f"(got {n!r}); 50 is a good default.")
+    if n > MAX_SAMPLE_QUERIES:
+        raise InvalidInput(f"At most {MAX_SAMPLE_QUERIES:,} sample queries can be run (got "
+                           f"{n:,}): each is timed one after another. Pick fewer.")
     c = collection
     rows = conn.execute(
-        sql.SQL("SELECT {id}::text, {vec}::real[] FROM {table} WHERE {vec} IS NOT NULL "
+        sql.SQL("SELECT {id}::text, {vec}::real[] FROM {table}{sample} WHERE {vec} IS NOT NULL "
                 "ORDER BY md5({id}::text) LIMIT %s").format(
-            id=sql.Identifier(c.id_column), vec=sql.Identifier(c.vector_column), table=c.table),
+            id=sql.Identifier(c.id_column), vec=sql.Identifier(c.vector_column), table=c.table,
+            sample=_block_sample(conn, c, n, large_above)),
         (n,),
     ).fetchall()
     if not rows:

@@ -86,42 +86,56 @@ def _quotas(counts: dict[str | None, int], limit: int) -> dict[str | None, int]:
 
 def sample_vectors(
     conn: psycopg.Connection[Any], collection: Collection, *, limit: int = DEFAULT_SAMPLE,
-    seed: int = 42,
+    seed: int = 42, exact_below: int | None = None,
 ) -> Sample:
     """Up to ``limit`` rows with their vectors, chosen in SQL (never the whole table in memory).
 
     Deterministic for a seed: rows are ordered by md5(seed || id), so adding rows keeps most of
     the previous sample. Stratified by category when the collection has one (each category gets
-    its share, at least one row). On a very large table a repeatable block sample (TABLESAMPLE
-    SYSTEM) narrows the candidates to about 5x the sample first. Zero and NaN vectors are skipped
-    and counted; NULL vectors are never selected.
+    its share, at least one row). On a large table (from vecdash.collections.EXACT_COUNT_MAX
+    rows, or ``exact_below``, by the planner's estimate) a repeatable block sample (TABLESAMPLE
+    SYSTEM) of about 5x the sample is all that is read: the categories' shares are counted in it
+    and the total is the estimate, so the time follows the sample, not the table. Zero and NaN
+    vectors are skipped and counted; NULL vectors are never selected.
     """
+    from vecdash.collections import EXACT_COUNT_MAX, estimated_rows
+
     c = collection
     if not 1 <= limit <= MAX_SAMPLE:
         raise InvalidInput(f"The sample size must be between 1 and {MAX_SAMPLE:,}; got {limit}.")
     vec = sql.Identifier(c.vector_column)
     cat = c.column(c.category_column)
-    counts_rows = conn.execute(
-        sql.SQL("SELECT {cat}::text, count(*) FROM {t} WHERE {vec} IS NOT NULL GROUP BY 1").format(
-            cat=cat, t=c.table, vec=vec
-        )
-    ).fetchall()
+    params: dict[str, Any] = {"snip": SNIPPET_CHARS, "seed": f"{seed}:"}
+    source: sql.Composable = c.table
+    counts_sql = sql.SQL("SELECT {cat}::text, count(*) FROM {t} WHERE {vec} IS NOT NULL GROUP BY 1")
+    estimate = estimated_rows(conn, c)
+    large = (estimate >= (EXACT_COUNT_MAX if exact_below is None else exact_below)
+             and _relkind(conn, c) in ("r", "m", "p"))
+    if large:
+        pct = min(100.0, 100.0 * 5 * limit / max(estimate, 1))
+        source = sql.SQL("{} TABLESAMPLE SYSTEM (%(pct)s) REPEATABLE (%(rseed)s)").format(c.table)
+        params.update(pct=pct, rseed=seed)
+    counts_rows = conn.execute(counts_sql.format(cat=cat, t=source, vec=vec), params).fetchall()
     counts: dict[str | None, int] = {r[0]: int(r[1]) for r in counts_rows}
+    if large and sum(counts.values()) < limit:  # the estimate was far off: count the table
+        large, source = False, c.table
+        counts_rows = conn.execute(counts_sql.format(cat=cat, t=c.table, vec=vec)).fetchall()
+        counts = {r[0]: int(r[1]) for r in counts_rows}
     total = sum(counts.values())
+    if large:
+        total = max(estimate, total)  # the strata's shares come from the block sample
+    elif total > 10 * limit and _relkind(conn, c) in ("r", "m"):
+        pct = min(100.0, 100.0 * 5 * limit / total)
+        source = sql.SQL("{} TABLESAMPLE SYSTEM (%(pct)s) REPEATABLE (%(rseed)s)").format(c.table)
+        params.update(pct=pct, rseed=seed)
     stratified = c.category_column is not None and len(counts) > 1
     select = _select_list(c)
-    params: dict[str, Any] = {"snip": SNIPPET_CHARS, "seed": f"{seed}:"}
     if total <= limit:
         query = sql.SQL("SELECT {sel} FROM {t} WHERE {vec} IS NOT NULL").format(
             sel=select, t=c.table, vec=vec
         )
         stratified = False
     else:
-        source: sql.Composable = c.table
-        if total > 10 * limit and _relkind(conn, c) in ("r", "m"):
-            pct = min(100.0, 100.0 * 5 * limit / total)
-            source = sql.SQL("{} TABLESAMPLE SYSTEM (%(pct)s) REPEATABLE (%(rseed)s)").format(c.table)
-            params.update(pct=pct, rseed=seed)
         quotas: dict[str | None, int] = _quotas(counts, limit) if stratified else {None: limit}
         params.update(cats=[k for k in quotas], quota=[quotas[k] for k in quotas])
         part = cat if stratified else sql.SQL("NULL::text")
@@ -134,8 +148,9 @@ def sample_vectors(
             ),
             quotas AS (SELECT * FROM unnest(%(cats)s::text[], %(quota)s::int[]) AS q(stratum, n))
             SELECT {sel} FROM {t}
-            WHERE {id} IN (SELECT c.pk FROM candidates c JOIN quotas q
-                           ON q.stratum IS NOT DISTINCT FROM c.stratum WHERE c.rn <= q.n)
+            WHERE {id} = ANY(ARRAY(SELECT c.pk FROM candidates c JOIN quotas q
+                                   ON q.stratum IS NOT DISTINCT FROM c.stratum
+                                   WHERE c.rn <= q.n))
             """).format(
             id=sql.Identifier(c.id_column), part=part, source=source, vec=vec, sel=select,
             t=c.table,

@@ -101,16 +101,65 @@ def filter_sql(
     return sql.SQL(" AND ") + sql.SQL(" AND ").join(parts)
 
 
+# Rows read to rank the categories of a large table without an index on them.
+CATEGORY_SAMPLE_ROWS = 20_000
+
+
+def _category_index(conn: psycopg.Connection[Any], collection: Collection) -> bool:
+    """Whether a btree index (no predicate) leads with the category column."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_am am ON am.oid = i.relam JOIN pg_attribute a ON a.attrelid = x.indrelid "
+        "AND a.attnum = x.indkey[0] "
+        "WHERE x.indrelid = %s::regclass AND a.attname = %s AND am.amname = 'btree' "
+        "AND x.indpred IS NULL AND x.indisvalid LIMIT 1",
+        (collection.table.as_string(conn), collection.category_column),
+    ).fetchone()
+    return row is not None
+
+
+def categories_query(conn: psycopg.Connection[Any], collection: Collection, *, limit: int,
+                     exact_below: int | None = None) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement ``list_categories`` runs and its parameters (a test EXPLAINs it)."""
+    from vecdash.collections import EXACT_COUNT_MAX, estimated_rows
+
+    col = sql.Identifier(collection.category_column or "")
+    t = collection.table
+    estimate = estimated_rows(conn, collection)
+    if estimate < (EXACT_COUNT_MAX if exact_below is None else exact_below):
+        return sql.SQL("SELECT {c}::text, count(*) FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 "
+                       "ORDER BY 2 DESC, 1 LIMIT %(limit)s").format(c=col, t=t), {"limit": limit}
+    if _category_index(conn, collection):
+        # A loose index scan: one index probe per distinct value, so the cost follows the number
+        # of categories returned, not the table.
+        return sql.SQL("""
+            WITH RECURSIVE cats(v) AS (
+                (SELECT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT 1)
+                UNION ALL
+                SELECT (SELECT {c} FROM {t} WHERE {c} > cats.v ORDER BY {c} LIMIT 1)
+                FROM cats WHERE cats.v IS NOT NULL
+            )
+            SELECT v::text FROM cats WHERE v IS NOT NULL LIMIT %(limit)s""").format(c=col, t=t), {
+            "limit": limit}
+    pct = min(100.0, 100.0 * CATEGORY_SAMPLE_ROWS / max(estimate, 1))
+    return sql.SQL("SELECT {c}::text, count(*) FROM {t} TABLESAMPLE SYSTEM (%(pct)s) "
+                   "WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %(limit)s").format(
+        c=col, t=t), {"limit": limit, "pct": pct}
+
+
 def list_categories(
-    conn: psycopg.Connection[Any], collection: Collection, *, limit: int = 500
+    conn: psycopg.Connection[Any], collection: Collection, *, limit: int = 500,
+    exact_below: int | None = None,
 ) -> list[str]:
-    """The distinct categories of a collection (for the filter), most common first."""
+    """The distinct categories of a collection (for the filter), at most ``limit``.
+
+    Under vecdash.collections.EXACT_COUNT_MAX rows (or ``exact_below``): all of them, most common
+    first. On a larger table nothing reads the whole table: with an index on the category column
+    (managed collections have one) every category up to ``limit``, in name order, one index probe
+    each; without one, those of a block sample of about 20,000 rows, most common first (a very
+    rare category may be missing from the list).
+    """
     if not collection.category_column:
         return []
-    col = sql.Identifier(collection.category_column)
-    rows = conn.execute(
-        sql.SQL("SELECT {}::text, count(*) FROM {} WHERE {} IS NOT NULL GROUP BY 1 "
-                "ORDER BY 2 DESC, 1 LIMIT %s").format(col, collection.table, col),
-        (limit,),
-    ).fetchall()
-    return [str(r[0]) for r in rows]
+    query, params = categories_query(conn, collection, limit=limit, exact_below=exact_below)
+    return [str(r[0]) for r in conn.execute(query, params).fetchall()]
