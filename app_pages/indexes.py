@@ -169,6 +169,13 @@ def build_section(collection: Collection, rows: int) -> None:
     workers = cols[4].number_input(
         "parallel maintenance workers", min_value=0, max_value=16, value=0, key="ix_workers",
         help="Extra processes helping the build (max_parallel_maintenance_workers).")
+    if method == "hnsw":
+        graph = ix.hnsw_graph_memory(collection, rows=rows, m=spec.m,
+                                     maintenance_work_mem=memory)
+        if graph.fits:
+            st.caption(graph.message)
+        else:
+            st.warning(graph.message, icon="⚠️")
     st.caption(f"Operator class {target.opclass} (the collection's metric is {collection.metric}). "
                "The build is one plain CREATE INDEX transaction: writes to the table wait while it "
                "runs, and cancelling it (or a server restart) leaves no index behind.")
@@ -330,8 +337,8 @@ def sweep_downloads(collection: Collection, queries: ix.SampleQueries, k: int,
         file_name=f"{stem}.html", mime="text/html", key="ix_sweep_html",
         help="The charts (interactive, plotly.js embedded: opens offline) and the table.")
     if sweep_report.png_export_available():
-        for col, fig, name in zip(cols[2:], figures, ("qps", "p95"), strict=True):
-            col.download_button(f"Chart recall vs {name.upper()} (PNG)",
+        for col, fig, name in zip(cols[2:], figures, ("p50", "p95"), strict=True):
+            col.download_button(f"Chart recall vs {name} (PNG)",
                                 functools.partial(sweep_report.figure_png, fig),
                                 file_name=f"{stem}_recall_vs_{name}.png", mime="image/png",
                                 key=f"ix_sweep_png_{name}")
@@ -345,17 +352,42 @@ def index_signature(indexes: list[ix.VectorIndex]) -> tuple[tuple[str, str, bool
     return tuple(sorted((i.name, repr(sorted(i.params.items())), i.valid) for i in indexes))
 
 
+def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's rows for reading: the setting, recall, p50 and p95 with their spread over
+    the repeats, in words."""
+    def spread(column: str) -> list[str]:
+        return [f"{low:.2f}–{high:.2f}" for low, high in
+                zip(frame[f"{column}_min_ms"], frame[f"{column}_max_ms"], strict=True)]
+
+    return pd.DataFrame({
+        "served by": frame["config"], "requested": frame["requested"],
+        "setting": frame["setting"], "recall": frame["recall"].round(3),
+        "p50 (ms)": frame["p50_ms"].round(2), "p50 range (ms)": spread("p50"),
+        "p95 (ms)": frame["p95_ms"].round(2), "p95 range (ms)": spread("p95"),
+        "p99 (ms)": frame["p99_ms"].round(2), "QPS": frame["qps"].round(0),
+        "repeats": frame["repeats"],
+        "measured alone": ["yes" if used else "no" for used in frame["index_used"]],
+    })
+
+
 def sweep_section(collection: Collection, indexes: list[ix.VectorIndex],
                   queries: ix.SampleQueries, k: int, iterative: str, isolate: bool) -> None:
     st.subheader("Sweep: recall against speed")
     st.caption(f"ef_search over {list(ix.EF_SEARCH_SWEEP)} for each HNSW index, probes over 1, 2, "
-               "4, … lists for each IVFFlat index, and the exact scan as the reference point.")
-    if st.button("Run sweep", key="ix_sweep_run"):
+               "4, … lists for each IVFFlat index, and the exact scan (timed again) as the "
+               "reference point. Each setting runs the sample queries several times: a point is "
+               "the median of the repeats' p50 (or p95), its bar the fastest to the slowest "
+               "repeat, so two points whose bars overlap are not told apart.")
+    cols = st.columns([1, 1, 4], vertical_alignment="bottom")
+    repeats = int(cols[0].number_input("Repeats per setting", min_value=1,
+                                       max_value=ix.MAX_REPEATS, value=ix.DEFAULT_REPEATS,
+                                       key="ix_repeats"))
+    if cols[1].button("Run sweep", key="ix_sweep_run"):
         bar = st.progress(0.0, text="Sweeping…")
         with ui.connection() as conn:
             frame = ix.sweep(conn, collection, queries, k=k, iterative_scan=iterative,
                              progress=lambda d, t, what: bar.progress(d / t, text=what),
-                             isolate=isolate)
+                             isolate=isolate, repeats=repeats)
         st.session_state["ix_sweep"] = (collection.name, index_signature(indexes), k, frame)
     stored = st.session_state.get("ix_sweep")
     if not stored or stored[0] != collection.name:
@@ -370,10 +402,9 @@ def sweep_section(collection: Collection, indexes: list[ix.VectorIndex],
     figures = sweep_report.sweep_figures(frame, k=k_used)
     for fig in figures:
         st.plotly_chart(fig, width="stretch")
-    st.caption("config: the index that served each row's queries, read from the query plan; "
-               "requested: the index being swept.")
-    st.dataframe(frame[["config", "requested", "setting", "recall", "p50_ms", "p95_ms", "p99_ms",
-                        "qps", "index_used"]], hide_index=True, width="stretch")
+    st.caption("served by: the index that served each row's queries, read from the query plan; "
+               "requested: the index being swept; range: the fastest and the slowest repeat.")
+    st.dataframe(sweep_table(frame), hide_index=True, width="stretch")
     sweep_downloads(collection, queries, k_used, frame, figures)
 
 

@@ -81,9 +81,15 @@ depth = int(opts[1].number_input("Candidates per arm", 10, 1000, 100, step=10,
 rrf_k = int(opts[2].number_input("RRF k", 1, 1000, 60, key="quality_rrf_k"))
 table_weight = float(opts[3].slider("Hybrid weight in the table", 0.0, 1.0, 0.5, 0.1,
                                     key="quality_weight"))
+exact = st.toggle(
+    "Exact semantic search for the evaluation", value=False, key="quality_exact",
+    help="Runs the semantic arm as an exact scan (index scans switched off inside each query's "
+         "own transaction; nothing is locked or changed), so the figures measure the model and "
+         "the fusion, not an approximate index. Off: the arm runs as Search does, through the "
+         "collection's vector index if it has one.")
 
 assert labeled is not None
-run_key = hashlib.sha256(repr((collection.name, collection.data_version, depth,
+run_key = hashlib.sha256(repr((collection.name, collection.data_version, depth, exact,
                                [(q.id, q.text) for q in labeled.queries],
                                sorted((q, sorted(d.items())) for q, d in labeled.qrels.items()))
                               ).encode()).hexdigest()
@@ -96,7 +102,7 @@ if clicked or (source == "Bundled demo labels" and (not stored or stored[0] != r
         bar = st.progress(0.0, text="Embedding the queries…")
         with ui.connection() as conn:
             run = run_labeled_queries(
-                conn, collection, labeled, embedder=embedder, candidates=depth,
+                conn, collection, labeled, embedder=embedder, candidates=depth, exact=exact,
                 progress=lambda i, n: bar.progress(i / n, text=f"query {i} of {n}"),
             )
         bar.empty()
@@ -108,6 +114,9 @@ if not stored or stored[0] != run_key:
     st.stop()
 run = stored[1]
 
+if run.serving is not None:  # the figures below are this index's (or the exact scan's)
+    st.caption(run.serving.sentence + ("" if run.serving.index is None else
+                                       " Switch on exact semantic search above to compare."))
 for note in run.notes:
     st.info(note, icon="ℹ️")
 if run.problems:
@@ -168,7 +177,7 @@ grid_name = topts[2].radio("Grid", ("full", "weight sweep only"), horizontal=Tru
                                 "100. Weight sweep only: weight and fusion at this depth.")
 grid = TuneGrid() if grid_name == "full" else TuneGrid.weight_sweep(candidates=depth,
                                                                      rrf_k=rrf_k)
-tune_key = (run_key, folds, seed, grid_name, depth, rrf_k, k, measure)
+tune_key = (run_key, folds, seed, grid_name, depth, rrf_k, k, measure, exact)
 tuned_state = st.session_state.get("quality_tune")
 tuned: TuneResult | None = tuned_state[1] if tuned_state and tuned_state[0] == tune_key else None
 if st.button("Tune", key="quality_tune_go"):
@@ -180,7 +189,7 @@ if st.button("Tune", key="quality_tune_go"):
         cancel_slot.button("Cancel the tune", key="quality_tune_cancel")
         with ui.connection() as conn:
             result = tune(conn, collection, labeled, embedder=embedder, grid=grid, folds=folds,
-                          seed=seed, measure=measure, k=k,
+                          seed=seed, measure=measure, k=k, exact=exact,
                           progress=lambda i, n: tune_bar.progress(i / n, text=f"step {i} of {n}"))
         tune_bar.empty()
         cancel_slot.empty()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from vecdash import indexes as ix
 from vecdash.collections import Collection, drop_collection, get_collection
@@ -307,6 +308,114 @@ def test_ground_truth_is_cached_until_the_collection_changes(conn: Any, fresh: C
     assert again is not first and again.version != first.version
 
 
+def test_ground_truth_is_stored_in_postgres_and_recomputed_when_data_changes(
+        conn: Any, fresh: Collection) -> None:
+    from vecdash.indexes import measurement
+
+    queries = ix.stored_vector_queries(conn, fresh, n=6)
+    first = ix.exact_neighbours(conn, fresh, queries, k=5)
+    table = sql.Identifier(ix.TRUTH_TABLE)
+    stored = conn.execute(sql.SQL("SELECT ids, data_version, cardinality(seconds) FROM {} "
+                                  "WHERE query_key = %s AND k = 5").format(table),
+                          (queries.key,)).fetchall()
+    assert stored == [(first.ids, first.version, 6)]
+    # Another process (no in-process cache) reads the stored answer instead of scanning: mark
+    # the stored ids, and the marks come back.
+    marked = [["marked"] * 5 for _ in range(6)]
+    conn.execute(sql.SQL("UPDATE {} SET ids = %s WHERE query_key = %s").format(table),
+                 (Jsonb(marked), queries.key))
+    measurement._truth_cache.clear()
+    assert ix.exact_neighbours(conn, fresh, queries, k=5).ids == marked
+    # Once the rows change, the stored answer is stale: computed again and replaced.
+    vectors, _ = generate_vectors(2, 32, kind="random", seed=7)
+    ingest_records(conn, fresh, [Record(f"new {i}", embedding=v) for i, v in enumerate(vectors)])
+    again = ix.exact_neighbours(conn, fresh, queries, k=5)
+    assert again.ids != marked and again.version != first.version
+    assert conn.execute(sql.SQL("SELECT data_version FROM {} WHERE query_key = %s").format(table),
+                        (queries.key,)).fetchone() == (again.version,)
+
+
+def test_sweep_repeats_each_setting_and_reports_the_spread(conn: Any, fresh: Collection) -> None:
+    from vecdash.indexes import sweep_report
+
+    hnsw = ix.build_index(conn, fresh, ix.IndexSpec("hnsw", m=4, ef_construction=8))
+    queries = ix.stored_vector_queries(conn, fresh, n=6)
+    frame = ix.sweep(conn, fresh, queries, k=5, repeats=3)
+    assert (frame["repeats"] == 3).all()
+    assert (frame["p50_min_ms"] <= frame["p50_ms"]).all()
+    assert (frame["p50_ms"] <= frame["p50_max_ms"]).all()
+    assert (frame["p95_min_ms"] <= frame["p95_max_ms"]).all()
+    assert (frame["p50_max_ms"] > frame["p50_min_ms"]).any()  # three passes never time alike
+    one = ix.measure(conn, fresh, queries, index=hnsw.index, setting=ix.Setting(), repeats=1)
+    assert one.repeats == 1 and one.p50_min_ms == one.p50_ms == one.p50_max_ms
+    for bad in (0, -1, ix.MAX_REPEATS + 1, 2.5, True):
+        with pytest.raises(InvalidInput, match="repeats"):
+            ix.sweep(conn, fresh, queries, k=5, repeats=bad)  # type: ignore[arg-type]
+
+    figures = sweep_report.sweep_figures(frame, k=5)
+    assert [f.layout.title.text.split("<br>")[0] for f in figures] == [
+        "recall vs p50 latency (up and left is better)",
+        "recall vs p95 latency (up and left is better)"]
+    line = next(t for t in figures[0].data if t.name != "exact scan")
+    assert list(line.text) == [f"ef_search={v}" for v in ix.EF_SEARCH_SWEEP]  # every point
+    assert line.error_x.array is not None and len(line.error_x.array) == len(ix.EF_SEARCH_SWEEP)
+    assert "median of 3 repeats" in figures[0].layout.title.text
+
+
+def test_latency_axis_is_linear_for_a_small_range_and_labels_decades_otherwise() -> None:
+    from vecdash.indexes.sweep_report import latency_axis
+
+    assert latency_axis([0.4, 0.9, 2.5])["type"] == "linear"
+    wide = latency_axis([0.2, 3.0, 40.0, 900.0])
+    assert wide["type"] == "log" and wide["dtick"] == 1  # 0.1, 1, 10, 100, 1000: not "2 3 …"
+    assert latency_axis([])["type"] == "linear"
+
+
+def test_hnsw_memory_estimate_matches_where_pgvector_stops_fitting(conn: Any,
+                                                                   fresh: Collection) -> None:
+    import re
+
+    spec = ix.IndexSpec("hnsw", m=16, ef_construction=32)
+    estimate = ix.hnsw_graph_memory(fresh, rows=3000, m=16, maintenance_work_mem="1MB")
+    assert not estimate.fits and "more than maintenance_work_mem" in estimate.message
+    assert "at least" in estimate.message and estimate.advised.endswith("MB")
+    notices: list[str] = []
+    conn.add_notice_handler(lambda n: notices.append(n.message_primary or ""))
+    ix.build_index(conn, fresh, spec, maintenance_work_mem="1MB")
+    spilled = [int(m.group(1)) for n in notices
+               if (m := re.search(r"no longer fits into maintenance_work_mem after (\d+)", n))]
+    assert spilled, notices  # pgvector itself says the graph did not fit
+    assert estimate.rows_that_fit == pytest.approx(spilled[0], rel=0.1)
+    assert ix.hnsw_graph_memory(fresh, rows=3000, m=16,
+                                maintenance_work_mem=estimate.advised).fits
+    roomy = ix.hnsw_graph_memory(fresh, rows=3000, m=16, maintenance_work_mem="64MB")
+    assert roomy.fits and "fits" in roomy.message
+
+
+def test_stored_vector_queries_refuse_a_count_below_one(conn: Any, small: Collection) -> None:
+    for bad in (0, -5, 2.5, True, "10"):
+        with pytest.raises(InvalidInput, match="at least 1"):
+            ix.stored_vector_queries(conn, small, n=bad)  # type: ignore[arg-type]
+    assert len(ix.stored_vector_queries(conn, small, n=1)) == 1
+
+
+def test_derived_index_names_never_collide_with_another_relation(conn: Any,
+                                                                 fresh: Collection) -> None:
+    spec = ix.IndexSpec("hnsw", m=4, ef_construction=8)
+    taken = ix.default_index_name(fresh, spec)
+    conn.execute(sql.SQL("CREATE TABLE {} (x int)").format(sql.Identifier(taken)))
+    try:
+        built = ix.build_index(conn, fresh, spec)
+        assert built.index != taken and built.index.startswith(taken[:40])
+        assert [i.name for i in ix.list_vector_indexes(conn, fresh)] == [built.index]
+        with pytest.raises(InvalidInput, match="already exists"):  # the same index twice
+            ix.build_index(conn, fresh, spec)
+        with pytest.raises(InvalidInput, match="already exists"):  # a name asked for, taken
+            ix.build_index(conn, fresh, ix.IndexSpec("hnsw", m=6), name=taken)
+    finally:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(taken)))
+
+
 def test_sweep_has_exact_reference_and_one_line_per_index(conn: Any, fresh: Collection) -> None:
     hnsw = ix.build_index(conn, fresh, ix.IndexSpec("hnsw", m=4, ef_construction=8))
     ivf = ix.build_index(conn, fresh, ix.IndexSpec("ivfflat", lists=4))
@@ -476,7 +585,7 @@ def test_sweep_exports_csv_html_and_png(conn: Any, fresh: Collection) -> None:
     page = sweep_report.sweep_html(frame, k=5, title="Index sweep <demo>",
                                    context=["Collection x & y"])
     assert page.startswith("<!DOCTYPE html>") and "Index sweep &lt;demo&gt;" in page
-    assert "Collection x &amp; y" in page and "recall vs QPS" in page and "recall vs p95" in page
+    assert "Collection x &amp; y" in page and "recall vs p50" in page and "recall vs p95" in page
     assert page.count("Plotly.newPlot") == 2  # both charts, interactive
     scripts = _script_tags(page)
     assert scripts and not any("src" in attrs for attrs in scripts)  # nothing loaded: offline

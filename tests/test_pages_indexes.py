@@ -38,6 +38,9 @@ def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: 
 
     at.number_input(key="ix_m").set_value(8)
     at.number_input(key="ix_efc").set_value(32)
+    at.run()
+    # Before the build: the graph's memory against maintenance_work_mem (issue 20).
+    assert any("fits in maintenance_work_mem" in c.value for c in at.caption)
     button(at, "Build index").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("Built" in s.value and "hnsw m=8" in s.value for s in at.success)
@@ -62,9 +65,13 @@ def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: 
     charts = at.get("plotly_chart")
     assert len(charts) == 2
     sweep = at.dataframe[-1].value
-    assert list(sweep["config"])[0] == "exact scan"
+    assert list(sweep["served by"])[0] == "exact scan"
     assert list(sweep["setting"])[1:] == [f"ef_search={v}" for v in ix.EF_SEARCH_SWEEP]
-    assert sweep["index_used"].iloc[1:].all()
+    assert (sweep["measured alone"].iloc[1:] == "yes").all()
+    # Each setting ran the queries several times: the median with the fastest-slowest range.
+    assert (sweep["repeats"] == ix.DEFAULT_REPEATS).all()
+    assert all("–" in r for r in sweep["p50 range (ms)"])
+    assert all(f"ef_search={v}" in charts[0].proto.spec for v in ix.EF_SEARCH_SWEEP)  # labels
     downloads = [d.proto.label for d in at.get("download_button")]
     assert "Download table (CSV)" in downloads and "Download report (HTML)" in downloads
     assert any(label.endswith("(PNG)") for label in downloads) or any(
@@ -138,14 +145,14 @@ def test_outside_the_embedded_server_isolating_is_an_opt_in_that_warns(
     button(at, "Run sweep").click().run()
     assert not at.exception, [e.message for e in at.exception]
     sweep = at.dataframe[-1].value
-    assert not sweep["index_used"].iloc[1:].all()  # one HNSW index served both sweeps
+    assert not (sweep["measured alone"].iloc[1:] == "yes").all()  # one served both sweeps
     assert any("could not be measured alone" in w.value for w in at.warning)
 
     at.checkbox(key="ix_isolate").check().run()
     assert any("locks this table" in w.value for w in at.warning)
     button(at, "Run sweep").click().run()
     assert not at.exception, [e.message for e in at.exception]
-    assert at.dataframe[-1].value["index_used"].iloc[1:].all()
+    assert (at.dataframe[-1].value["measured alone"].iloc[1:] == "yes").all()
     assert not any("could not be measured alone" in w.value for w in at.warning)
 
 

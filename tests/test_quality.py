@@ -9,6 +9,7 @@ import ir_measures
 import numpy as np
 import pytest
 from ir_measures import RR, P, R, ScoredDoc, nDCG
+from psycopg import sql
 
 from vecdash.cli import main
 from vecdash.collections import Collection
@@ -164,3 +165,57 @@ def test_eval_command_prints_the_table(demo: Collection, capsys: pytest.CaptureF
     assert main(["eval", "--collection", "demo", "--qrels", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.tsv:1:" in err and "not a whole number" in err
+
+
+def test_exact_evaluation_ignores_an_approximate_index_and_says_which_served(
+        conn: Any, demo: Collection, embedder: LocalEmbedder, unique_name: str,
+        tmp_path: Any) -> None:
+    from vecdash import indexes as ix
+    from vecdash.collections import drop_collection
+    from vecdash.export import export_collection
+    from vecdash.loading import ingest_file
+
+    path = tmp_path / "demo.parquet"
+    export_collection(conn, demo, path)
+    copy, _ = ingest_file(conn, path, collection=unique_name)
+    try:
+        # 365 rows are read faster than any index (the planner scans them): add rows of random
+        # vectors, far from every query, so an index pays.
+        conn.execute(sql.SQL(
+            "INSERT INTO {} (external_id, title, content, content_hash, embedding) "
+            "SELECT 'filler-' || g, 'filler', 'filler row ' || g, md5('filler-' || g), "
+            "(SELECT array_agg(random() - 0.5) FROM generate_series(1, 384) d WHERE g > 0)::vector "
+            "FROM generate_series(1, 6000) g").format(copy.table))
+        conn.execute(sql.SQL("ANALYZE {}").format(copy.table))
+        labeled = demo_labeled_set()
+        plain = run_labeled_queries(conn, copy, labeled, embedder=embedder, candidates=100)
+        assert plain.serving is not None and plain.serving.index is None
+        assert "no vector index" in plain.serving.sentence
+        # A deliberately poor graph (m=2): the approximate arm misses some true neighbours.
+        built = ix.build_index(conn, copy, ix.IndexSpec("hnsw", m=2, ef_construction=4))
+        approx = run_labeled_queries(conn, copy, labeled, embedder=embedder, candidates=100)
+        assert approx.serving is not None and approx.serving.index is not None
+        assert built.index in approx.serving.index and approx.serving.setting == "ef_search=100"
+        assert "approximate" in approx.serving.sentence
+        exact = run_labeled_queries(conn, copy, labeled, embedder=embedder, candidates=100,
+                                    exact=True)
+        assert exact.serving is not None and exact.serving.exact_forced
+        assert "switched off" in exact.serving.sentence
+
+        def neighbours(run: Any) -> list[set[Any]]:
+            out = []
+            for q in run.queries:
+                col = run.candidates[q.id].columns
+                out.append(set(col["key"][np.isfinite(col["semantic_rank"])].tolist()))
+            return out
+
+        assert neighbours(exact) == neighbours(plain)  # exact: as if there were no index
+        assert neighbours(approx) != neighbours(plain)  # through the poor graph: not
+        semantic = Config("semantic", 1.0)
+        assert metrics_table(exact, [semantic]).equals(metrics_table(plain, [semantic]))
+        # Nothing was changed: the index is still there and valid, and the session's settings
+        # are back (SET LOCAL ended with each transaction).
+        assert [i.valid for i in ix.list_vector_indexes(conn, copy)] == [True]
+        assert conn.execute("SHOW enable_indexscan").fetchone() == ("on",)
+    finally:
+        drop_collection(conn, unique_name)

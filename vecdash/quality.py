@@ -11,8 +11,9 @@ ones, P@k divided by k); tests cross-check them against ir-measures (pytrec_eval
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from vecdash.bm25.statistics import DEFAULT_B, DEFAULT_K1
 from vecdash.collections import Collection
 from vecdash.embedders import Embedder
 from vecdash.errors import InvalidInput
+from vecdash.indexes.explain import SemanticServing, semantic_serving
 from vecdash.labels import LabeledSet, LabelProblem, Qrels, Query, check_labels
 from vecdash.search import (
     FUSIONS,
@@ -122,6 +124,8 @@ class EvalRun:
     external_ids: dict[Any, str]  # stored id -> external id
     problems: list[LabelProblem]
     notes: list[str]
+    # What served the semantic arm (index and setting, or an exact scan): the figures are its.
+    serving: SemanticServing | None = None
 
     _arrays: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
@@ -187,6 +191,24 @@ class EvalRun:
 ProgressFn = Callable[[int, int], None]
 
 
+@contextlib.contextmanager
+def _exact_semantic(conn: psycopg.Connection[Any], exact: bool) -> Iterator[None]:
+    """With ``exact``, the enclosed search runs in a transaction whose plain index scans are off
+    (SET LOCAL): pgvector's indexes only serve ordered index scans, so the semantic arm becomes
+    an exact scan, while the keyword arms keep their GIN and btree lookups as bitmap scans.
+    Nothing is locked or altered; other sessions are not affected."""
+    if not exact:
+        yield
+        return
+    idle = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        if idle:  # a snapshot of its own, as fetch_candidates takes when it opens the transaction
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SELECT set_config('enable_indexscan', 'off', true), "
+                     "set_config('enable_indexonlyscan', 'off', true)")
+        yield
+
+
 def run_labeled_queries(
     conn: psycopg.Connection[Any],
     collection: Collection,
@@ -200,11 +222,14 @@ def run_labeled_queries(
     progress: ProgressFn | None = None,
     vectors: np.ndarray | None = None,
     keyword_rankers: Sequence[KeywordRanker] = ("bm25", "ts_rank_cd"),
+    exact: bool = False,
 ) -> EvalRun:
     """Embed every judged query (one batch) and fetch its candidates (one SQL statement per
     query: semantic, BM25 and ts_rank_cd with raw scores). ``vectors``: the judged queries'
     embeddings, in order, when they are already computed (benchmarks, tuning). ``progress`` may
-    raise (vecdash.errors.Cancelled) to stop between queries."""
+    raise (vecdash.errors.Cancelled) to stop between queries. ``exact``: the semantic arm is an
+    exact scan whatever indexes exist (index scans off for each query's transaction), so the
+    figures do not depend on an approximate index; the run's ``serving`` says which it was."""
     bad = [p for p in labeled.problems]
     if bad:
         shown = "; ".join(f"line {p.line}: {p.problem}" if p.line else p.problem
@@ -223,14 +248,16 @@ def run_labeled_queries(
         vectors = embedder.embed([q.text for q in queries])
     if len(vectors) != len(queries):
         raise InvalidInput(f"{len(vectors)} query vectors for {len(queries)} judged queries.")
+    serving = semantic_serving(conn, collection, vectors[0], candidates=candidates, exact=exact)
     out: dict[str, Candidates] = {}
     for i, (q, vec) in enumerate(zip(queries, vectors, strict=True)):
         # Measures are of BM25 itself: a long labeled query (ArguAna's are whole arguments) is
         # scored over all its lexemes, not by the search box's shortcut for pasted paragraphs.
-        out[q.id] = fetch_candidates(conn, collection, q.text, query_vector(collection, vec),
-                                     candidates=candidates,
-                                     keyword_rankers=keyword_rankers,
-                                     filters=filters, k1=k1, b=b, max_lexemes=None)
+        with _exact_semantic(conn, exact):
+            out[q.id] = fetch_candidates(conn, collection, q.text, query_vector(collection, vec),
+                                         candidates=candidates,
+                                         keyword_rankers=keyword_rankers,
+                                         filters=filters, k1=k1, b=b, max_lexemes=None)
         if progress is not None:
             progress(i + 1, len(queries))
     keys = list({key for cand in out.values() for key in cand.columns["key"]})
@@ -247,7 +274,7 @@ def run_labeled_queries(
         notes.append(f"{len(empty)} query(ies) have no searchable words, so the keyword arm "
                      f"returns nothing for them: {', '.join(empty[:5])}")
     return EvalRun(collection.name, queries, labeled.qrels, out, {r[0]: str(r[1]) for r in rows},
-                   problems, notes)
+                   problems, notes, serving)
 
 
 def per_query(run: EvalRun, config: Config, *, k: int = 10) -> pd.DataFrame:

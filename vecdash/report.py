@@ -177,6 +177,8 @@ def quality_report(
             best["fusion"], rrf_k, "bm25"), measure=measure, k=k)
     settings = {"candidates per arm": candidates, "k (Recall@k, P@k)": k, "RRF k": rrf_k,
                 "hybrid weight in the table": weight, "BM25 k1 / b": f"{DEFAULT_K1:g} / {DEFAULT_B:g}"}
+    if run.serving is not None:  # which index (or exact scan) produced the semantic figures
+        settings["semantic arm served by"] = run.serving.sentence.removeprefix("Semantic arm: ")
     return quality_report_html(
         collection=collection, indexes=indexes, queries=len(run.queries), labels=labels,
         settings=settings, metrics=metrics_table(run, configs, k=k),

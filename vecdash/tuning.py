@@ -114,11 +114,13 @@ def fetch_tuning_runs(
     settings: Sequence[Setting],
     progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
+    exact: bool = False,
 ) -> TuningRuns:
     """Embed the judged queries once and fetch their candidates once per BM25 (k1, b) pair the
     settings use (the defaults always: they also carry semantic and ts_rank_cd), at the deepest
     depth. Progress counts (pair, query) fetches; ``cancelled()`` true stops between them with
-    Cancelled (nothing is written, so nothing is left half-done)."""
+    Cancelled (nothing is written, so nothing is left half-done). ``exact``: the semantic arm
+    as an exact scan (see quality.run_labeled_queries)."""
     if not settings:
         raise InvalidInput("There are no settings to fetch candidates for.")
     pairs = list(dict.fromkeys([(DEFAULT_K1, DEFAULT_B), *(s.bm25_pair for s in settings)]))
@@ -140,7 +142,8 @@ def fetch_tuning_runs(
 
         rankers: tuple[Any, ...] = ("bm25", "ts_rank_cd") if n == 0 else ("bm25",)
         runs[(k1, b)] = _run(conn, collection, labeled, embedder=embedder, candidates=depth,
-                             k1=k1, b=b, progress=step, vectors=vectors, keyword_rankers=rankers)
+                             k1=k1, b=b, progress=step, vectors=vectors, keyword_rankers=rankers,
+                             exact=exact)
     return TuningRuns(runs, depth)
 
 
@@ -293,6 +296,7 @@ def tune(
     k: int = 10,
     progress: ProgressFn | None = None,
     cancelled: CancelledFn | None = None,
+    exact: bool = False,
 ) -> TuneResult:
     """Score every setting of ``grid`` on every judged query and cross-validate the choice.
     Everything is checked before the database is asked (folds against the queries, the grid).
@@ -307,7 +311,7 @@ def tune(
     fetches = len({s.bm25_pair for s in settings} | {(DEFAULT_K1, DEFAULT_B)}) * len(queries)
     total = fetches + len(settings)
     runs = fetch_tuning_runs(conn, collection, labeled, embedder=embedder, settings=settings,
-                             progress=progress, cancelled=cancelled)
+                             progress=progress, cancelled=cancelled, exact=exact)
     column = measure_names(k).index(measure)
     scores = np.zeros((len(settings), len(runs.queries), 4))
     for i, s in enumerate(settings):

@@ -18,17 +18,17 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from vecdash import db
-from vecdash.collections import Collection
+from vecdash.collections import Collection, _free_index_name
 from vecdash.config import Settings
-from vecdash.db import require_writable
+from vecdash.db import relation_exists, require_writable
 from vecdash.errors import Cancelled, ConnectionFailed, InvalidInput, VecdashError
-from vecdash.indexes.catalog import BUILDS_DDL, BUILDS_TABLE, row_count
+from vecdash.indexes.catalog import BUILDS_DDL, BUILDS_TABLE, list_vector_indexes, row_count
 from vecdash.indexes.specs import (
     DEFAULT_MAINTENANCE_WORK_MEM,
     IndexSpec,
     check_memory,
     check_parallel_workers,
-    default_index_name,
+    default_index_suffix,
     index_target,
     validate_spec,
 )
@@ -89,6 +89,27 @@ class BuildProgress:
         return None
 
 
+def _index_name_for(conn: psycopg.Connection[Any], collection: Collection, spec: IndexSpec,
+                    asked: str | None) -> str:
+    """The name the build uses: ``asked`` when it is free; else the derived name, or, when a
+    relation that is not this same index holds it (a table called like it, another table's
+    index), the derived name with a counter, so a build never fails on someone else's name."""
+    if asked is not None:
+        if relation_exists(conn, asked, schema=collection.schema_name):
+            raise InvalidInput(f"A table or index named {asked} already exists in schema "
+                               f"{collection.schema_name}. Pick another name.")
+        return asked
+    same = next((i for i in list_vector_indexes(conn, collection)
+                 if i.method == spec.method and i.params == spec.params), None)
+    if same is not None:
+        raise InvalidInput(
+            f"An index {same.name} with the same configuration ({spec.label}) already exists. "
+            "Drop it first to rebuild, or change the parameters."
+        )
+    return _free_index_name(conn, collection.schema_name, collection.table_name,
+                            default_index_suffix(collection, spec))
+
+
 def build_index(
     conn: psycopg.Connection[Any],
     collection: Collection,
@@ -112,17 +133,7 @@ def build_index(
     rows = row_count(conn, collection)
     spec = validate_spec(spec, rows=rows)
     target = index_target(collection)
-    name = name or default_index_name(collection, spec)
-    existing = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (collection.schema_name, name),
-    ).fetchone()
-    if existing is not None:
-        raise InvalidInput(
-            f"An index named {name} already exists (the same configuration was built before). "
-            "Drop it first to rebuild, or change the parameters."
-        )
+    name = _index_name_for(conn, collection, spec, name)
     conn.execute(BUILDS_DDL)
     ddl = sql.SQL(
         "CREATE INDEX {name} ON {table} USING {method} ({expr} {opclass}) WITH ({opts})"
@@ -148,7 +159,8 @@ def build_index(
                     "to finish (or cancel it) before starting the next one."
                 )
             conn.execute("SELECT set_config('maintenance_work_mem', %s, true), "
-                         "set_config('max_parallel_maintenance_workers', %s, true)",
+                         "set_config('max_parallel_maintenance_workers', %s, true), "
+                         "set_config('statement_timeout', '0', true)",  # a build takes its time
                          (memory, str(parallel_workers)))
             _abort_when_client_gone(conn)
             started = time.perf_counter()

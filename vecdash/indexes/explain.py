@@ -163,3 +163,54 @@ def explain_query(
             warnings.append(f"ivfflat.probes ({setting.probes}) is above the index's lists "
                             f"({i.params['lists']}): every list is searched, as slow as exact.")
     return Explained(plan, used, returned, warnings)
+
+
+@dataclass(frozen=True)
+class SemanticServing:
+    """What answers a search's semantic arm: a vector index at its search setting, or an exact
+    scan (no index, or index scans switched off on purpose). Figures computed through an
+    approximate index can differ from exact ones: a page says which produced them."""
+
+    index: str | None  # the vector index the plan uses; None: an exact scan
+    method: str  # hnsw, ivfflat or exact
+    setting: str  # "ef_search=100", "probes=1" or ""
+    exact_forced: bool = False
+
+    @property
+    def sentence(self) -> str:
+        if self.index is None:
+            return ("Semantic arm: exact scan (index scans switched off for this evaluation)."
+                    if self.exact_forced else
+                    "Semantic arm: exact scan (the collection has no vector index the query "
+                    "can use).")
+        return (f"Semantic arm: {self.index} ({self.method}) at {self.setting}, the index the "
+                "query plan uses: approximate, so its figures can differ from an exact scan's.")
+
+
+def semantic_serving(conn: psycopg.Connection[Any], collection: Collection, vector: Any, *,
+                     candidates: int, exact: bool = False) -> SemanticServing:
+    """Which index serves a semantic top-``candidates`` query right now, read from its plan
+    (EXPLAIN, not run), at the ef_search the search arms set (at least ``candidates``, at most
+    1000) and the session's ivfflat.probes; ``exact``: the evaluation switches index scans off."""
+    if exact:
+        return SemanticServing(None, "exact", "", exact_forced=True)
+    indexes = {i.name: i for i in list_vector_indexes(conn, collection) if i.valid}
+    if not indexes:
+        return SemanticServing(None, "exact", "")
+    # The search arms order by the column itself, so an index on a halfvec expression never
+    # serves them.
+    query = top_k_query(collection, halfvec_expression=False)
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting("
+            "'hnsw.ef_search', true), ''), '40')::int, least(%s, 1000))::text, true), "
+            "coalesce(nullif(current_setting('ivfflat.probes', true), ''), '1')",
+            (candidates,)).fetchone()
+        in_plan = indexes_in_plan(conn, query, {"q": query_vector(collection, vector),
+                                                "k": candidates})
+    served = next((indexes[n] for n in in_plan if n in indexes), None)
+    if served is None:
+        return SemanticServing(None, "exact", "")
+    ef_search, probes = (row or ("40", "1"))
+    setting = f"ef_search={ef_search}" if served.method == "hnsw" else f"probes={probes}"
+    return SemanticServing(served.label, served.method, setting)

@@ -1,8 +1,11 @@
 """Measuring an index: recall@k against the exact top-k and latency, at one setting or swept.
 
 Measurements run the sample queries one by one at a given setting (hnsw.ef_search, ivfflat.probes,
-iterative scan, all SET LOCAL inside the measuring transaction) and compare each result with the
-exact top-k, computed with index scans switched off and cached until the collection changes.
+iterative scan, all SET LOCAL inside the measuring transaction), ``repeats`` times over, and
+compare each result with the exact top-k, computed with index scans switched off, stored in
+PostgreSQL (ground_truth.py) and kept until the collection changes. Latency figures are the
+median over the repeats of each repeat's p50 / p95, with the lowest and highest repeat beside
+them: one pass over 50 queries on a shared machine varies by more than an index's gain.
 
 Measuring never locks the table against other sessions unless asked: the planner is steered
 toward the picked index with settings only (the other type's ef_search / probes at their most
@@ -30,6 +33,7 @@ from vecdash.collections import Collection, data_version
 from vecdash.errors import InvalidInput, NotFound
 from vecdash.indexes.catalog import VectorIndex, list_vector_indexes
 from vecdash.indexes.explain import indexes_in_plan
+from vecdash.indexes.ground_truth import store_truth, stored_truth
 from vecdash.indexes.sample_queries import SampleQueries, run_queries, top_k_query
 from vecdash.indexes.specs import (
     EF_SEARCH_RANGE,
@@ -47,6 +51,8 @@ from vecdash.search import check_k
 # session's query on the table queues behind it, so this bounds how long anyone is held up
 # before the measurement gives up (the lock, once granted, lasts the whole measurement).
 ISOLATION_LOCK_TIMEOUT_MS = 1000
+DEFAULT_REPEATS = 3  # passes over the sample queries per setting: enough to show the spread
+MAX_REPEATS = 20
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ _TRUTH_CACHE_SIZE = 32
 def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries,
                      *, k: int = 10) -> GroundTruth:
     """The exact top-k ids per query (index scans off, SET LOCAL in its own transaction), with the
-    exact scan's per-query latency. Cached until the collection's data_version changes."""
+    exact scan's per-query latency. Computed once per data_version: kept in this process and
+    stored in PostgreSQL, so other sessions and later starts read it instead of scanning."""
     check_k(k)
     version = data_version(conn, collection)
     key = (str(conn.info.host), str(conn.info.port), conn.info.dbname, collection.schema_name,
@@ -75,7 +82,13 @@ def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, quer
         if hit is not None:
             _truth_cache.move_to_end(key)
             return hit
-    ids, seconds = _exact_scan(conn, collection, queries, k)
+    stored = stored_truth(conn, collection, k=k, query_key=queries.key, version=version)
+    if stored is not None and len(stored[0]) == len(queries):
+        ids, seconds = stored
+    else:
+        ids, seconds = _exact_scan(conn, collection, queries, k)
+        store_truth(conn, collection, k=k, query_key=queries.key, version=version, ids=ids,
+                    seconds=seconds)
     truth = GroundTruth(ids, seconds, version)
     with _truth_lock:
         _truth_cache[key] = truth
@@ -85,14 +98,32 @@ def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, quer
 
 
 def _exact_scan(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries,
-                k: int) -> tuple[list[list[str]], np.ndarray]:
-    """Run the queries with index scans off (SET LOCAL in its own transaction): ids and seconds."""
+                k: int, repeats: int = 1) -> tuple[list[list[str]], np.ndarray]:
+    """Run the queries with index scans off (SET LOCAL in its own transaction): ids and seconds
+    (one row per repeat when ``repeats`` > 1)."""
     query = top_k_query(collection, halfvec_expression=False)
     with conn.transaction():
         conn.execute("SELECT set_config('enable_indexscan', 'off', true), "
                      "set_config('enable_bitmapscan', 'off', true), "
                      "set_config('enable_indexonlyscan', 'off', true)")
-        return run_queries(conn, query, queries, k)
+        found, seconds = _repeated(conn, query, queries, k, repeats)
+    return found, seconds if repeats > 1 else seconds[0]
+
+
+def check_repeats(repeats: Any) -> int:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not (
+            1 <= repeats <= MAX_REPEATS):
+        raise InvalidInput(f"repeats must be a whole number from 1 to {MAX_REPEATS} (got "
+                           f"{repeats!r}): how many times the sample queries are run per setting.")
+    return repeats
+
+
+def _repeated(conn: psycopg.Connection[Any], query: sql.Composed, queries: SampleQueries, k: int,
+              repeats: int) -> tuple[list[list[str]], np.ndarray]:
+    """The queries run ``repeats`` times: the first pass's ids, seconds as (repeats, queries)."""
+    found, first = run_queries(conn, query, queries, k)
+    passes = [first] + [run_queries(conn, query, queries, k)[1] for _ in range(repeats - 1)]
+    return found, np.vstack(passes)
 
 
 def recall_at_k(found: Sequence[Sequence[str]], exact: Sequence[Sequence[str]], k: int) -> float:
@@ -115,48 +146,61 @@ EXACT_SCAN = "exact scan"
 class Measurement:
     index: str  # the index that served the queries (read from the plan), or "exact scan"
     method: str  # hnsw, ivfflat or exact (of the index that served them)
-    setting: str  # e.g. "ef_search=40" (hover text), as the serving index ran
+    setting: str  # e.g. "ef_search=40" (each chart point's label), as the serving index ran
     ef_search: int | None
     probes: int | None
     iterative_scan: str
     k: int
     queries: int
     recall: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
+    p50_ms: float  # median over the repeats of each repeat's p50
+    p95_ms: float  # the same for p95
+    p99_ms: float  # over every timing of every repeat (one pass has too few queries for it)
     qps: float
     index_used: bool  # the index asked for is the one that served the queries
     hidden: list[str] = field(default_factory=list)  # other vector indexes hidden while measuring
     found: list[list[str]] = field(default_factory=list, repr=False)  # ids returned per query
     requested: str = ""  # the index the caller asked to measure
     note: str = ""  # when it could not be isolated: which index the planner chose, what to do
+    repeats: int = 1  # passes over the sample queries
+    p50_min_ms: float = float("nan")  # the fastest and slowest repeat's p50 (the spread)
+    p50_max_ms: float = float("nan")
+    p95_min_ms: float = float("nan")
+    p95_max_ms: float = float("nan")
 
 
 def _latency(index: str, method: str, setting: str, s: Setting | None, k: int,
              seconds: np.ndarray, recall: float, used: bool, hidden: list[str],
              found: list[list[str]], requested: str = "", note: str = "") -> Measurement:
-    ms = seconds * 1000.0
+    ms = np.atleast_2d(seconds) * 1000.0  # (repeats, queries)
+    p50 = np.percentile(ms, 50, axis=1)
+    p95 = np.percentile(ms, 95, axis=1)
+    total = float(ms.sum()) / 1000.0
     return Measurement(
         index=index, method=method, setting=setting,
         ef_search=s.ef_search if s and method == "hnsw" else None,
         probes=s.probes if s and method == "ivfflat" else None,
-        iterative_scan=s.iterative_scan if s else "off", k=k, queries=len(seconds),
-        recall=recall, p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
+        iterative_scan=s.iterative_scan if s else "off", k=k, queries=int(ms.shape[1]),
+        recall=recall, p50_ms=float(np.median(p50)), p95_ms=float(np.median(p95)),
         p99_ms=float(np.percentile(ms, 99)),
-        qps=float(len(seconds) / seconds.sum()) if seconds.sum() > 0 else float("inf"),
+        qps=float(ms.size / total) if total > 0 else float("inf"),
         index_used=used, hidden=hidden, found=found, requested=requested or index, note=note,
+        repeats=int(ms.shape[0]), p50_min_ms=float(p50.min()), p50_max_ms=float(p50.max()),
+        p95_min_ms=float(p95.min()), p95_max_ms=float(p95.max()),
     )
 
 
 def exact_measurement(conn: psycopg.Connection[Any], collection: Collection,
-                      queries: SampleQueries, *, k: int = 10,
-                      remeasure: bool = False) -> Measurement:
+                      queries: SampleQueries, *, k: int = 10, remeasure: bool = False,
+                      repeats: int = 1) -> Measurement:
     """The exact scan as a reference point: recall 1 by definition, its latency as measured when
-    the ground truth was computed, or (``remeasure``) timed again now: a sweep compares its
-    index rows with an exact scan run under the same conditions, not one from minutes ago."""
+    the ground truth was computed, or (``remeasure``) timed again now, ``repeats`` times: a
+    sweep compares its index rows with an exact scan run under the same conditions, not one
+    from minutes ago (the ids themselves are never recomputed while the data is unchanged)."""
+    check_repeats(repeats)
     truth = exact_neighbours(conn, collection, queries, k=k)
-    seconds = _exact_scan(conn, collection, queries, k)[1] if remeasure else truth.seconds
+    seconds = (_exact_scan(conn, collection, queries, k, repeats)[1] if remeasure
+               else truth.seconds)
     return _latency(EXACT_SCAN, "exact", "no index (sequential scan)", None, k, seconds,
                     1.0, False, [], truth.ids)
 
@@ -224,9 +268,11 @@ def _not_isolated_note(chosen: VectorIndex, served: str, read_only: bool) -> str
 
 
 def measure(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries, *,
-            index: str, setting: Setting, k: int = 10, isolate: bool = False) -> Measurement:
-    """Run the sample queries through ``index`` at ``setting``: recall@k against the exact scan,
-    p50 / p95 / p99 latency and QPS (one client, queries one after another).
+            index: str, setting: Setting, k: int = 10, isolate: bool = False,
+            repeats: int = 1) -> Measurement:
+    """Run the sample queries through ``index`` at ``setting``, ``repeats`` times: recall@k
+    against the exact scan, p50 / p95 (median over the repeats, with the lowest and highest
+    repeat), p99 and QPS (one client, queries one after another).
 
     In the measuring transaction (rolled back at the end) the settings are SET LOCAL and
     enable_seqscan is off so the planner takes an index even on a small table. The planner is
@@ -237,6 +283,7 @@ def measure(conn: psycopg.Connection[Any], collection: Collection, queries: Samp
     that is acceptable (see isolation_is_safe). Read-only connections never drop.
     """
     check_k(k)
+    check_repeats(repeats)
     indexes = list_vector_indexes(conn, collection)
     chosen = next((i for i in indexes if i.name == index), None)
     if chosen is None:
@@ -256,7 +303,7 @@ def measure(conn: psycopg.Connection[Any], collection: Collection, queries: Samp
         conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
         apply_setting(conn, effective, chosen.method)
         in_plan = indexes_in_plan(conn, query, {"q": queries.vectors[0], "k": k})
-        found, seconds = run_queries(conn, query, queries, k)
+        found, seconds = _repeated(conn, query, queries, k, repeats)
     by_name = {i.name: i for i in indexes}
     served = next((by_name[n] for n in in_plan if n in by_name), None)
     served_name = served.name if served else EXACT_SCAN
@@ -280,16 +327,19 @@ def sweep(
     iterative_scan: str = "off",
     progress: Callable[[int, int, str], None] | None = None,
     isolate: bool = False,
+    repeats: int = DEFAULT_REPEATS,
 ) -> pd.DataFrame:
     """ef_search over EF_SEARCH_SWEEP for HNSW, probes over 1, 2, 4, ... lists for IVFFlat, for
     each valid vector index (or those named), plus the exact scan as a reference row.
-    ``isolate`` as in measure (locks the table while measuring; off by default).
+    ``isolate`` as in measure (locks the table while measuring; off by default); every setting
+    (and the exact scan) runs the queries ``repeats`` times.
 
     Columns: index (the index that served the row's queries), requested (the index swept),
-    method, setting, ef_search, probes, iterative_scan, recall, p50_ms, p95_ms, p99_ms, qps,
-    index_used (requested served them), note (why not), config (label of the index that served
-    them: one chart line each).
+    method, setting, ef_search, probes, iterative_scan, recall, p50_ms, p50_min_ms, p50_max_ms,
+    p95_ms, p95_min_ms, p95_max_ms, p99_ms, qps, repeats, index_used (requested served them),
+    note (why not), config (label of the index that served them: one chart line each).
     """
+    check_repeats(repeats)
     available = [i for i in list_vector_indexes(conn, collection) if i.valid]
     chosen = [i for i in available if indexes is None or i.name in indexes]
     plan: list[tuple[VectorIndex, Setting]] = []
@@ -303,21 +353,24 @@ def sweep(
     total = len(plan) + 1
     if progress:
         progress(0, total, "exact scan (ground truth)")
-    rows = [exact_measurement(conn, collection, queries, k=k, remeasure=True)]
+    rows = [exact_measurement(conn, collection, queries, k=k, remeasure=True, repeats=repeats)]
     configs = [EXACT_SCAN]
     labels = {i.name: i.label for i in available}
     for step, (ix, s) in enumerate(plan, start=1):
         if progress:
             progress(step, total, f"{ix.name}: {s}")
-        m = measure(conn, collection, queries, index=ix.name, setting=s, k=k, isolate=isolate)
+        m = measure(conn, collection, queries, index=ix.name, setting=s, k=k, isolate=isolate,
+                    repeats=repeats)
         rows.append(m)
         configs.append(labels.get(m.index, m.index))
     if progress:
         progress(total, total, "done")
     frame = pd.DataFrame([{
         "index": m.index, "requested": m.requested, "method": m.method, "setting": m.setting,
-        "ef_search": m.ef_search, "probes": m.probes, "iterative_scan": m.iterative_scan, "recall": m.recall,
-        "p50_ms": m.p50_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms, "qps": m.qps,
+        "ef_search": m.ef_search, "probes": m.probes, "iterative_scan": m.iterative_scan,
+        "recall": m.recall, "p50_ms": m.p50_ms, "p50_min_ms": m.p50_min_ms,
+        "p50_max_ms": m.p50_max_ms, "p95_ms": m.p95_ms, "p95_min_ms": m.p95_min_ms,
+        "p95_max_ms": m.p95_max_ms, "p99_ms": m.p99_ms, "qps": m.qps, "repeats": m.repeats,
         "index_used": m.index_used, "note": m.note,
     } for m in rows])
     frame["config"] = configs

@@ -189,9 +189,14 @@ def index_target(collection: Collection, *, halfvec_expression: bool | None = No
     )
 
 
-def default_index_name(collection: Collection, spec: IndexSpec) -> str:
+def default_index_suffix(collection: Collection, spec: IndexSpec) -> str:
+    """What follows the table name in a derived index name: column, method, parameters."""
     params = "_".join(f"{k}{v}" for k, v in spec.params.items()).replace("ef_construction", "efc")
-    return index_name(collection.table_name, f"{collection.vector_column}_{spec.method}_{params}")
+    return f"{collection.vector_column}_{spec.method}_{params}"
+
+
+def default_index_name(collection: Collection, spec: IndexSpec) -> str:
+    return index_name(collection.table_name, default_index_suffix(collection, spec))
 
 
 # Search time

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -16,35 +17,94 @@ from vecdash.errors import InvalidInput
 
 # The sweep's columns in the CSV, in this order (measurement.sweep makes them).
 CSV_COLUMNS = ("config", "index", "requested", "method", "setting", "ef_search", "probes",
-               "iterative_scan", "recall", "p50_ms", "p95_ms", "p99_ms", "qps", "index_used",
-               "note")
+               "iterative_scan", "recall", "p50_ms", "p50_min_ms", "p50_max_ms", "p95_ms",
+               "p95_min_ms", "p95_max_ms", "p99_ms", "qps", "repeats", "index_used", "note")
+# (latency column, chart title, axis label): each point is the median over the repeats, its bar
+# the fastest to the slowest repeat.
 _CHARTS = (
-    ("qps", "recall vs QPS (up and right is better)", "queries per second"),
-    ("p95_ms", "recall vs p95 latency (up and left is better)", "p95 latency (ms)"),
+    ("p50", "recall vs p50 latency (up and left is better)", "p50 latency (ms)"),
+    ("p95", "recall vs p95 latency (up and left is better)", "p95 latency (ms)"),
 )
 PNG_SIZE = (1000, 560)  # pixels: readable on a slide
+# Below this ratio of slowest to fastest point a log axis shows one tick or none: use linear.
+LOG_AXIS_MIN_RATIO = 20.0
+
+
+def latency_axis(values: Sequence[float]) -> dict[str, object]:
+    """Plotly x-axis settings that read well: linear when the latencies span less than
+    LOG_AXIS_MIN_RATIO, else log with labels only at powers of ten (0.1, 1, 10, 100 ms; plotly's
+    default labels every digit, "2 3 ... 1000 2 3")."""
+    positive = [float(v) for v in values if v == v and v > 0]
+    if not positive or max(positive) / min(positive) < LOG_AXIS_MIN_RATIO:
+        return {"type": "linear", "rangemode": "tozero"}
+    return {"type": "log", "dtick": 1, "tickformat": "~g", "minor": {"ticks": "outside"}}
+
+
+def _point_label(row: pd.Series) -> str:
+    if row["method"] == "hnsw" and pd.notna(row["ef_search"]):
+        return f"ef_search={int(row['ef_search'])}"
+    if row["method"] == "ivfflat" and pd.notna(row["probes"]):
+        return f"probes={int(row['probes'])}"
+    return "exact scan"
+
+
+def _bars(rows: pd.DataFrame, column: str) -> dict[str, object]:
+    """Asymmetric error bars from the repeat's min / max around the median (none if absent)."""
+    low, high = f"{column}_min_ms", f"{column}_max_ms"
+    if low not in rows or rows[low].isna().all():
+        return {"visible": False}
+    return {"type": "data", "symmetric": False, "thickness": 1.2, "width": 4,
+            "array": (rows[high] - rows[f"{column}_ms"]).clip(lower=0).tolist(),
+            "arrayminus": (rows[f"{column}_ms"] - rows[low]).clip(lower=0).tolist()}
+
+
+def _hover(rows: pd.DataFrame) -> list[str]:
+    text = []
+    for r in rows.to_dict("records"):
+        low, high = float(r.get("p50_min_ms", math.nan)), float(r.get("p50_max_ms", math.nan))
+        spread = f" (repeats {low:.2f}–{high:.2f})" if not math.isnan(low) else ""
+        text.append(f"{r['config']} · {r['label']}<br>recall {r['recall']:.3f} · p50 "
+                    f"{r['p50_ms']:.2f} ms{spread} · p95 {r['p95_ms']:.2f} ms · "
+                    f"{r['qps']:,.0f} QPS")
+    return text
 
 
 def sweep_figures(frame: pd.DataFrame, *, k: int) -> list[go.Figure]:
-    """The two sweep charts: one line per index that served its rows, the exact scan as a star.
-    Rows whose picked index could not be isolated are left out (they repeat another index)."""
-    frame = frame.assign(p95=frame["p95_ms"].round(2), p50=frame["p50_ms"].round(2),
-                         QPS=frame["qps"].round(0))
+    """The two sweep charts (recall against p50 and against p95 latency): one line per index
+    that served its rows, every point labelled with its setting and drawn with the spread over
+    the repeats, the exact scan as a star. Rows whose picked index could not be isolated are
+    left out (they repeat another index)."""
+    frame = frame.assign(label=[_point_label(r) for _, r in frame.iterrows()])
     isolated = frame["index_used"].astype(bool) if "index_used" in frame else True
     curves = frame[(frame["method"] != "exact") & isolated]
     exact = frame[frame["method"] == "exact"]
+    repeats = int(frame["repeats"].max()) if "repeats" in frame and len(frame) else 1
+    colours = px.colors.qualitative.D3
     figures = []
-    for x, title, label in _CHARTS:
-        fig = px.line(curves, x=x, y="recall", color="config", markers=True, log_x=True,
-                      hover_data={"setting": True, "p50": True, "p95": True, "QPS": True,
-                                  "config": False, x: False},
-                      labels={x: label, "recall": f"recall@{k}", "config": "index"},
-                      title=title, color_discrete_sequence=px.colors.qualitative.D3)
+    for column, title, label in _CHARTS:
+        fig = go.Figure()
+        for n, (config, rows) in enumerate(curves.groupby("config", sort=False)):
+            # Labels alternate above and below so neighbouring points' labels do not overlap.
+            fig.add_trace(go.Scatter(
+                x=rows[f"{column}_ms"], y=rows["recall"], mode="lines+markers+text",
+                name=str(config), text=rows["label"], textfont={"size": 10},
+                textposition=["top center" if i % 2 == 0 else "bottom center"
+                              for i in range(len(rows))],
+                error_x=_bars(rows, column), line={"color": colours[n % len(colours)]},
+                hovertext=_hover(rows), hoverinfo="text"))
         fig.add_trace(go.Scatter(
-            x=exact[x], y=exact["recall"], mode="markers", name="exact scan",
+            x=exact[f"{column}_ms"], y=exact["recall"], mode="markers+text", name="exact scan",
+            text=["exact scan"] * len(exact), textposition="middle left",
             marker={"symbol": "star", "size": 14, "color": "black"},
-            hovertext=[f"exact scan · p50 {r.p50} ms · p95 {r.p95} ms · {r.QPS:.0f} QPS"
-                       for r in exact.itertuples()], hoverinfo="text"))
+            error_x=_bars(exact, column), hovertext=_hover(exact), hoverinfo="text"))
+        spread = (f"median of {repeats} repeats; bars: fastest to slowest repeat" if repeats > 1
+                  else "one pass over the queries")
+        fig.update_layout(
+            title=f"{title}<br><sup>{spread}</sup>", legend_title_text="index",
+            xaxis={"title": label, **latency_axis(frame[f"{column}_ms"].tolist())},
+            yaxis={"title": f"recall@{k}"}, margin={"t": 80},
+            # The legend sits below the plot, where plotly's toolbar cannot cover its first item.
+            legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0})
         figures.append(fig)
     return figures
 
