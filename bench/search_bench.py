@@ -52,6 +52,7 @@ import realtext  # noqa: E402  (bench/realtext.py, next to this file)
 from psycopg import sql  # noqa: E402
 
 from vecdash import db  # noqa: E402
+from vecdash.bm25.postings import disable_postings, enable_postings  # noqa: E402
 from vecdash.collections import create_collection, drop_collection, get_collection  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
 from vecdash.demo import DEMO_COLLECTION, demo_documents, load_demo  # noqa: E402
@@ -59,7 +60,7 @@ from vecdash.embedders import LocalEmbedder  # noqa: E402
 from vecdash.errors import NotFound  # noqa: E402
 from vecdash.ingest import Record, ingest_records  # noqa: E402
 from vecdash.labels import demo_labeled_set  # noqa: E402
-from vecdash.quality import run_labeled_queries, sweep  # noqa: E402
+from vecdash.quality import query_metrics, run_labeled_queries, sweep  # noqa: E402
 from vecdash.search import fetch_candidates, hybrid_search, semantic_search  # noqa: E402
 
 BIG = "bench_search_100k"
@@ -165,6 +166,78 @@ def latency(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: 
     }
 
 
+# The seed tutorial's hybrid query: the semantic top 2k LEFT JOIN ts_rank over plainto_tsquery
+# (an AND of every query word), 0.7 / 0.3. Built on the bench's own tables (names are constants).
+TUTORIAL_HYBRID = sql.SQL(
+    "WITH semantic AS (SELECT id, 1 - (embedding <=> %(v)s::vector) AS score FROM {t} "
+    "ORDER BY embedding <=> %(v)s::vector LIMIT 2 * %(k)s), "
+    "keyword AS (SELECT id, ts_rank(tsv, plainto_tsquery('english', %(q)s)) AS score FROM {t} "
+    "WHERE tsv @@ plainto_tsquery('english', %(q)s)) "
+    "SELECT s.id, s.external_id, s.title FROM (SELECT semantic.id, 0.7 * semantic.score + "
+    "0.3 * coalesce(keyword.score, 0) AS score FROM semantic LEFT JOIN keyword "
+    "ON keyword.id = semantic.id ORDER BY score DESC LIMIT %(k)s) h JOIN {t} s ON s.id = h.id "
+    "ORDER BY h.score DESC")
+
+
+def tutorial_hybrid(conn: Any, c: Any, text: str, vector: np.ndarray, k: int = 10) -> list[str]:
+    """The tutorial's top k (external ids)."""
+    rows = conn.execute(TUTORIAL_HYBRID.format(t=c.table),
+                        {"v": np.asarray(vector, dtype=np.float32), "k": k, "q": text}).fetchall()
+    return [r[1] for r in rows]
+
+
+def vecdash_hybrid(conn: Any, c: Any, text: str, vector: np.ndarray, embedder: Any,
+                   k: int = 10) -> list[str]:
+    """vecdash's hybrid top k at the tutorial's weights (external ids)."""
+    got = hybrid_search(conn, c, text, embedder=embedder, vector=vector, k=k, weight=0.7)
+    return list(got["external_id"])
+
+
+def quality(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, judged: list[dict[str, int]],
+            embedder: Any, what: str) -> None:
+    """nDCG@10 of the tutorial's hybrid SQL and of vecdash's hybrid (w=0.7), and their p50."""
+    for name, fn in (("tutorial hybrid SQL (0.7/0.3, plainto_tsquery AND)",
+                      lambda i: tutorial_hybrid(conn, c, texts[i], vectors[i])),
+                     ("vecdash hybrid_search (w=0.7, BM25 over any word)",
+                      lambda i: vecdash_hybrid(conn, c, texts[i], vectors[i], embedder))):
+        ndcg = np.mean([query_metrics(fn(i), judged[i])["nDCG@10"] for i in range(len(texts))])
+        p50, p95 = percentiles(fn, len(texts), 1)
+        print(f"  {name:<52} nDCG@10 {ndcg:.4f}  p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  ({what})")
+
+
+def postings_figures(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: Any,
+                     repeat: int) -> dict[str, tuple[float, float]]:
+    """The collection's search with BM25 read from impact-ordered postings: latency, and the
+    check that every query's hybrid top 10 and BM25 top 100 equal the exact path's (measured
+    just before, without postings)."""
+    exact_bm25 = [fetch_candidates(conn, c, t, None, keyword_rankers=("bm25",)).columns
+                  for t in texts]
+    exact_hybrid = [hybrid_search(conn, c, t, embedder=embedder, vector=v, k=10)
+                    for t, v in zip(texts, vectors, strict=True)]
+    started = time.perf_counter()
+    enable_postings(conn, c)
+    print(f"  postings built in {time.perf_counter() - started:.1f} s (backfill)")
+    try:
+        same = 0
+        for i, t in enumerate(texts):
+            got = fetch_candidates(conn, c, t, None, keyword_rankers=("bm25",)).columns
+            want = exact_bm25[i]
+            top = sorted(zip(got["key"], got["bm25_score"], strict=True), key=lambda x: (-x[1], x[0]))
+            ref = sorted(zip(want["key"], want["bm25_score"], strict=True),
+                         key=lambda x: (-x[1], x[0]))
+            hyb = hybrid_search(conn, c, t, embedder=embedder, vector=vectors[i], k=10)
+            same += ([x[0] for x in top] == [x[0] for x in ref]
+                     and np.allclose([x[1] for x in top], [x[1] for x in ref], atol=1e-6)
+                     and list(hyb["id"]) == list(exact_hybrid[i]["id"])
+                     and np.allclose(hyb["fused_score"], exact_hybrid[i]["fused_score"],
+                                     atol=1e-6))
+        print(f"  top-k equal to exact BM25 fusion (BM25 top 100 to 1e-6, hybrid top 10): "
+              f"{same} of {len(texts)} queries")
+        return latency(conn, c, texts, vectors, embedder, repeat)
+    finally:
+        disable_postings(conn, c)
+
+
 def report(label: str, figures: dict[str, tuple[float, float]], target: bool = False) -> None:
     print(f"\n{label}")
     print(f"  {'query':<10} {'p50 ms':>8} {'p95 ms':>8}")
@@ -185,6 +258,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="passes over the queries per figure")
     parser.add_argument("--queries", type=int, default=100,
                         help="held-out queries for the real-text collection")
+    parser.add_argument("--demo-only", action="store_true",
+                        help="only the demo's figures (no 100k collections)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vecdash-search-bench-") as tmp:
         settings = Settings.from_env({"VECDASH_DATA_DIR": args.data_dir or tmp})
@@ -200,6 +275,11 @@ def main() -> int:
 
             report("demo collection (exact scan, no vector index)",
                    latency(conn, demo, texts, vectors, embedder, args.repeat))
+            report("demo collection, BM25 from impact-ordered postings",
+                   postings_figures(conn, demo, texts, vectors, embedder, args.repeat))
+            print("\nquality on the demo's labeled queries (graded qrels):")
+            quality(conn, demo, texts, vectors, [labeled.qrels[q.id] for q in queries], embedder,
+                    "demo")
 
             t = time.perf_counter()
             run = run_labeled_queries(conn, demo, labeled, embedder=embedder, vectors=vectors)
@@ -215,6 +295,8 @@ def main() -> int:
             print(f"  fusion + metrics in numpy for every setting: {fused:.2f} s")
             print(f"  total {total:.2f} s (target < 5 s: {'met' if total < 5 else 'NOT met'})")
 
+            if args.demo_only:
+                return 0
             passages = realtext.harvest()
             docs, held = realtext.split(passages, args.rows, realtext.HELD_OUT)
             doc_vectors = realtext.embed_cached(docs + held, embedder)[:len(docs)]
@@ -226,9 +308,20 @@ def main() -> int:
                   "HNSW (m=16, ef_construction=64) + GIN, ef_search 100 (the candidate depth)")
             print(f"queries: the first sentence (up to 8 words) of {len(real_texts)} held-out "
                   f"paragraphs, e.g. {real_texts[0]!r}, {real_texts[1]!r} (embedded before timing)")
-            report(f"{len(docs)}-row real-text collection (HNSW + GIN)",
+            report(f"{len(docs)}-row real-text collection (HNSW + GIN), exact BM25",
                    latency(conn, real, real_texts, real_vectors, embedder, args.repeat),
                    target=True)
+            report(f"{len(docs)}-row real-text collection, BM25 from impact-ordered postings",
+                   postings_figures(conn, real, real_texts, real_vectors, embedder, args.repeat),
+                   target=True)
+            # Known-item queries: the first sentence of a stored passage; its own row is the one
+            # relevant document.
+            known = list(range(0, len(docs), max(1, len(docs) // args.queries)))[:args.queries]
+            print(f"\nquality on {len(known)} known-item queries (a stored passage's first "
+                  "sentence, up to 8 words; relevant: that passage):")
+            known_texts = [realtext.query_text(docs[i]) for i in known]
+            quality(conn, real, known_texts, embedder.embed(known_texts),
+                    [{f"d{i}": 1} for i in known], embedder, "real text, exact BM25")
 
             big, built = build_big(conn, args.rows)
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(big.table)).fetchone()[0]

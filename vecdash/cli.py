@@ -62,7 +62,8 @@ def cmd_collections(args: argparse.Namespace) -> int:
         return 0
     print(f"{'collection':<24} {'rows':>9} {'dim':>6} {'metric':<7} {'model':<28} indexes")
     for s in rows:
-        print(f"{s.name:<24} {s.rows:>9} {s.dimension:>6} {s.metric:<7} "
+        count = f"~{s.rows}" if s.rows_estimated else str(s.rows)  # ~: an estimate (large)
+        print(f"{s.name:<24} {count:>9} {s.dimension:>6} {s.metric:<7} "
               f"{s.embedder + '/' + s.model:<28} {s.indexes}")
     return 0
 
@@ -367,6 +368,35 @@ def _setup_drop(p: argparse.ArgumentParser) -> None:
     p.add_argument("collection", help="the collection to drop (its table too, when vecdash made it)")
 
 
+def cmd_postings(args: argparse.Namespace) -> int:
+    from vecdash.bm25.postings import disable_postings, enable_postings, postings_status
+    from vecdash.collections import get_collection
+
+    with _connect() as conn:
+        collection = get_collection(conn, args.collection)
+        if args.disable:
+            disable_postings(conn, collection)
+        elif args.enable or args.rebuild:
+            enable_postings(conn, collection)
+        status = postings_status(conn, collection)
+    if status is None:
+        print(f"{collection.name}: no BM25 postings (keyword search scores every matching row)")
+    else:
+        print(f"{collection.name}: {status.postings} BM25 postings, average length "
+              f"{status.avg_now or 0:.1f} ({status.drift:.2f}x the {status.avg_ref or 0:.1f} "
+              "they were built with)")
+    return 0
+
+
+def _setup_postings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", default="demo")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--enable", action="store_true", help="keep impact-ordered postings")
+    act.add_argument("--disable", action="store_true", help="drop them (exact path only)")
+    act.add_argument("--rebuild", action="store_true",
+                     help="rebuild them at today's average length (after a large drift)")
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -417,6 +447,8 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "export": (cmd_export, "a collection to Parquet / JSONL (--to) or a pg_dump script (--pg-dump)",
                _setup_export),
     "drop": (cmd_drop, "drop a collection (or forget one whose table is gone)", _setup_drop),
+    "postings": (cmd_postings, "BM25 postings of a collection: status, --enable, --disable, "
+                 "--rebuild", _setup_postings),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 
@@ -451,6 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{redact(str(exc)) or 'stopped'}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still never a traceback or a secret on the terminal
+        from vecdash.statement_timeout import vecdash_error_for
+
+        known = vecdash_error_for(exc)  # a query the statement timeout cancelled, say
+        if known is not None:
+            print(f"error: {redact(str(known))}", file=sys.stderr)
+            return 2
         logging.getLogger("vecdash").error("%s in the %s command, at %s", type(exc).__name__,
                                            args.command, _where(exc))
         print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))} (this is a bug in "

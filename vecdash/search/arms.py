@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from vecdash.bm25.postings_query import postings_bm25_ctes
 from vecdash.bm25.pruning import TermStats, tsquery_lexeme
 from vecdash.bm25.statistics import TSV_LENGTH, doc_length, term_frequency
 from vecdash.errors import InvalidInput
@@ -54,6 +55,11 @@ class ArmQuery:
     candidates: int
     k1: float
     b: float
+    # BM25 from impact-ordered postings (vecdash.bm25.postings_query) instead of ``terms``:
+    # the postings table and the collection table's oid; statistics are read in the statement.
+    postings: sql.Identifier | None = None
+    relid: int | None = None
+    max_lexemes: int | None = None
 
 
 def doc_tsv(collection: Collection, alias: str) -> sql.Composable:
@@ -163,18 +169,19 @@ def ts_rank_cd_cte(q: ArmQuery, where: sql.Composable) -> sql.Composable:
              where=where)
 
 
-def joined_arms(arms: list[str], ctes: list[sql.Composable]) -> sql.Composed:
+def joined_arms(arms: list[str], ctes: list[sql.Composable],
+                info: sql.Composable = sql.NULL) -> sql.Composed:
     """The statement over the arms' CTEs: one row per document in any arm (full outer join on
-    the id): (id, each arm's score or NULL, NULL), and one row (NULL, NULL..., the query's
-    lexemes)."""
+    the id): (id, each arm's score or NULL, NULL, NULL), and one row (NULL, NULL..., the query's
+    lexemes, ``info``: what the postings arm says about its work, else NULL)."""
     join: sql.Composable = sql.Identifier(arms[0])
     for i, a in enumerate(arms[1:], start=1):
         join = sql.SQL("{} FULL OUTER JOIN {} ON {}.id = {}").format(
             join, sql.Identifier(a), sql.Identifier(a), _first_id(arms[:i]))
     return sql.SQL(
-        "WITH {ctes} SELECT {id}, {scores}, NULL FROM {join} "
-        "UNION ALL SELECT NULL, {nulls}, (SELECT lexemes FROM tq)").format(
-        ctes=sql.SQL(", ").join(ctes), id=_first_id(arms), join=join,
+        "WITH {ctes} SELECT {id}, {scores}, NULL, NULL::json FROM {join} "
+        "UNION ALL SELECT NULL, {nulls}, (SELECT lexemes FROM tq), {info}").format(
+        ctes=sql.SQL(", ").join(ctes), id=_first_id(arms), join=join, info=info,
         scores=sql.SQL(", ").join(sql.SQL("{}.score").format(sql.Identifier(a)) for a in arms),
         nulls=sql.SQL(", ").join(sql.NULL for _ in arms))
 
@@ -199,16 +206,23 @@ def arm_rows(
     if q.vector is not None:
         ctes.append(semantic_cte(q, where, params))
         arms.append("sem")
+    info: sql.Composable = sql.NULL
     if "bm25" in q.rankers:
-        ctes.append(on_the_fly_bm25_cte(q, where) if q.on_the_fly
-                    else stored_bm25_cte(q, where, params))
+        if q.postings is not None:
+            assert q.relid is not None and not q.filters.active
+            ctes.append(postings_bm25_ctes(q.postings, c.table, c.id_column, q.relid,
+                                           q.max_lexemes, params))
+            info = sql.SQL("(SELECT info FROM p_info)")
+        else:
+            ctes.append(on_the_fly_bm25_cte(q, where) if q.on_the_fly
+                        else stored_bm25_cte(q, where, params))
         arms.append("bm25")
     if "ts_rank_cd" in q.rankers:
         ctes.append(ts_rank_cd_cte(q, where))
         arms.append("ts_rank_cd")
     if not arms:
         raise InvalidInput("Nothing to search: give a query vector or a keyword ranker.")
-    statement = joined_arms(arms, ctes)
+    statement = joined_arms(arms, ctes, info)
     # One round trip: the settings and the statement go together in pipeline mode.
     with conn.pipeline(), conn.transaction():
         if q.vector is not None:

@@ -14,6 +14,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from vecdash.bm25.postings import (
+    DRIFT_REBUILD,
+    forget_all_cached,
+    postings_relid,
+    postings_table,
+)
 from vecdash.bm25.pruning import (
     TermStats,
     match_query,
@@ -26,6 +32,7 @@ from vecdash.errors import InvalidInput
 from vecdash.search.arms import ArmQuery, KeywordRanker, arm_rows, check_keyword_ranker
 from vecdash.search.filters import SearchFilters
 from vecdash.search.fusion import id_ranks, ranks
+from vecdash.statement_timeout import explains_timeouts
 from vecdash.text_checks import check_text
 
 if TYPE_CHECKING:
@@ -48,6 +55,8 @@ class Candidates:
     keyword_rankers: tuple[KeywordRanker, ...]
     stats_on_the_fly: bool
     notes: list[str] = field(default_factory=list)
+    # BM25 read from postings: what it did (postings read, documents scored...); else empty.
+    work: dict[str, Any] = field(default_factory=dict)
 
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
@@ -63,6 +72,7 @@ class _LexemeCap:
     of: int
 
 
+@explains_timeouts("The search")
 def fetch_candidates(
     conn: psycopg.Connection[Any],
     collection: Collection,
@@ -89,6 +99,12 @@ def fetch_candidates(
     second pass when the first may have missed rows (see vecdash.bm25.pruning): the top
     ``candidates`` and their scores are the same as without pruning (``prune=False``).
 
+    A collection that keeps BM25 postings (vecdash.bm25.postings), searched with BM25 alone at
+    the default k1 / b without filters (and ``prune``), is answered by one statement that reads
+    the statistics and the postings itself (vecdash.bm25.postings_query): the same top and
+    scores, no snapshot or second pass needed; ``Candidates.work`` says what it read. Otherwise
+    the path above, with a note when postings exist but could not serve the search.
+
     A query with more than ``max_lexemes`` distinct lexemes (a pasted paragraph) is ranked by the
     keyword arms over ``max_lexemes`` of them: the rarest in the collection (largest idf, as
     Lucene's MoreLikeThis picks a long text's most distinctive terms) when it keeps statistics,
@@ -104,6 +120,16 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if rankers else None
     on_the_fly = "bm25" in rankers and relid is None
+    kept = relid is not None and "bm25" in rankers and postings_relid(conn, c) == relid
+    if kept and prune and rankers == ("bm25",) and not flt.active and (k1, b) == (
+            DEFAULT_K1, DEFAULT_B):
+        assert relid is not None
+        got = _from_postings(conn, ArmQuery(
+            c, query, vector, rankers, flt, None, False, keep=None, match=None,
+            candidates=candidates, k1=k1, b=b, postings=postings_table(c, relid), relid=relid,
+            max_lexemes=max_lexemes))
+        if got is not None:
+            return got
     # One snapshot for the statistics and every pass: scores, pruning bounds and the rows
     # they cover agree even while another connection loads or deletes documents.
     with _one_snapshot(conn):
@@ -123,7 +149,41 @@ def fetch_candidates(
     columns = _columns(c.metric, arms, scores)
     notes = _notes(c, lexemes, cap, stored=terms is not None, on_the_fly=on_the_fly,
                    rankers=rankers)
+    if kept and prune:
+        why = ("filters" if flt.active else
+               f"k1={k1:g}, b={b:g}" if (k1, b) != (DEFAULT_K1, DEFAULT_B) else
+               "ts_rank_cd" if "ts_rank_cd" in rankers else None)
+        if why is not None:
+            notes.append(f"BM25 scored every matching row (exact) rather than reading "
+                         f"{c.name!r}'s impact-ordered postings, which serve the default k1="
+                         f"{DEFAULT_K1:g}, b={DEFAULT_B:g} without filters ({why} here).")
     return Candidates(columns, lexemes, rankers, on_the_fly, notes)
+
+
+def _from_postings(conn: psycopg.Connection[Any], q: ArmQuery) -> Candidates | None:
+    """Both arms in one statement, BM25's from the collection's postings (see
+    vecdash.bm25.postings_query); None when the postings went meanwhile (the exact path then)."""
+    try:
+        arms, rows = arm_rows(conn, q)
+    except psycopg.errors.UndefinedTable:
+        forget_all_cached()
+        return None
+    lexemes, scores = _scores_by_arm(arms, rows)
+    info = next(r[-1] for r in rows if r[0] is None) or {}
+    cap = None
+    occurring, kept = int(info.get("occurring") or 0), list(info.get("kept") or [])
+    if q.max_lexemes is not None and occurring > q.max_lexemes:
+        lexemes, cap = kept, _LexemeCap(kept, occurring)
+    c = q.collection
+    notes = _notes(c, lexemes, cap, stored=True, on_the_fly=False, rankers=q.rankers)
+    drift = float(info.get("drift") or 1.0)
+    if drift > DRIFT_REBUILD:
+        notes.append(f"{c.name!r}'s average document is {drift:.1f}x as long as when its BM25 "
+                     "postings were built: results stay exact but read more postings; "
+                     f"`python -m vecdash postings --rebuild --collection {c.name}` fixes it.")
+    out = Candidates(_columns(c.metric, arms, scores), lexemes, q.rankers, False, notes)
+    out.work = info
+    return out
 
 
 def _check_options(candidates: int, keyword_rankers: Sequence[str]) -> None:
@@ -191,7 +251,7 @@ def _scores_by_arm(
 ) -> tuple[list[str], dict[str, dict[Any, float]]]:
     """The query's lexemes and, per arm, the raw score of each of its rows."""
     # The one row with a NULL id carries the query's lexemes even when no arm found anything.
-    lexemes = list(next(r[-1] for r in rows if r[0] is None) or [])
+    lexemes = list(next(r[-2] for r in rows if r[0] is None) or [])
     found = [r for r in rows if r[0] is not None]
     scores = {arm: {r[0]: r[i] for r in found if r[i] is not None}
               for i, arm in enumerate(arms, start=1)}
