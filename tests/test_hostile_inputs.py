@@ -609,10 +609,16 @@ def test_ctrl_c_during_a_cli_load(settings: Settings, tmp_path: Path, unique_nam
                             for i in range(400_000)))
     env = {k: v for k, v in os.environ.items()
            if k not in ("VECDASH_DATABASE_URL", "VECDASH_READ_ONLY")}
+    # The progress line ends in \r, not \n: unbuffered, it arrives as each batch commits, so the
+    # interrupt lands mid-load even on a busy machine.
+    env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vecdash", "ingest", str(path), "--collection", unique_name,
          "--embedder", "none", "--batch-size", "500"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+        # as from a terminal: a child inherits an ignored SIGINT (some earlier test's harness
+        # may leave pytest so), and Python then never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stderr is not None
         seen = b""
