@@ -366,7 +366,7 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
         "p95 (ms)": frame["p95_ms"].round(2), "p95 range (ms)": spread("p95"),
         "p99 (ms)": frame["p99_ms"].round(2), "QPS": frame["qps"].round(0),
         "repeats": frame["repeats"],
-        "measured alone": ["yes" if used else "no" for used in frame["index_used"]],
+        "requested index served": ["yes" if used else "no" for used in frame["index_used"]],
     })
 
 
@@ -403,7 +403,8 @@ def sweep_section(collection: Collection, indexes: list[ix.VectorIndex],
     for fig in figures:
         st.plotly_chart(fig, width="stretch")
     st.caption("served by: the index that served each row's queries, read from the query plan; "
-               "requested: the index being swept; range: the fastest and the slowest repeat.")
+               "requested: the index being swept (\"requested index served\" is no when the "
+               "plan chose another); range: the fastest and the slowest repeat.")
     st.dataframe(sweep_table(frame), hide_index=True, width="stretch")
     sweep_downloads(collection, queries, k_used, frame, figures)
 

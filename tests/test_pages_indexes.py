@@ -67,7 +67,7 @@ def test_build_measure_sweep_and_explain(open_page: PageOpener, pool: Any, lab: 
     sweep = at.dataframe[-1].value
     assert list(sweep["served by"])[0] == "exact scan"
     assert list(sweep["setting"])[1:] == [f"ef_search={v}" for v in ix.EF_SEARCH_SWEEP]
-    assert (sweep["measured alone"].iloc[1:] == "yes").all()
+    assert (sweep["requested index served"].iloc[1:] == "yes").all()
     # Each setting ran the queries several times: the median with the fastest-slowest range.
     assert (sweep["repeats"] == ix.DEFAULT_REPEATS).all()
     assert all("–" in r for r in sweep["p50 range (ms)"])
@@ -145,14 +145,14 @@ def test_outside_the_embedded_server_isolating_is_an_opt_in_that_warns(
     button(at, "Run sweep").click().run()
     assert not at.exception, [e.message for e in at.exception]
     sweep = at.dataframe[-1].value
-    assert not (sweep["measured alone"].iloc[1:] == "yes").all()  # one served both sweeps
+    assert not (sweep["requested index served"].iloc[1:] == "yes").all()  # one served both sweeps
     assert any("could not be measured alone" in w.value for w in at.warning)
 
     at.checkbox(key="ix_isolate").check().run()
     assert any("locks this table" in w.value for w in at.warning)
     button(at, "Run sweep").click().run()
     assert not at.exception, [e.message for e in at.exception]
-    assert (at.dataframe[-1].value["measured alone"].iloc[1:] == "yes").all()
+    assert (at.dataframe[-1].value["requested index served"].iloc[1:] == "yes").all()
     assert not any("could not be measured alone" in w.value for w in at.warning)
 
 
