@@ -276,21 +276,21 @@ def live_section(collection: Collection, indexes: list[ix.VectorIndex], isolate:
     st.caption(f"Sample queries: {queries.source}. Exact ground truth comes from a sequential "
                "scan with index scans switched off, cached until the collection changes.")
     valid = [i for i in indexes if i.valid]
-    cols = st.columns([1, 4, 2, 2, 2])  # the index picker shows whole names and parameters
-    k = int(cols[0].number_input("k", min_value=1, max_value=100, value=10, key="ix_k"))
     chosen = None
-    if valid:
-        pick = cols[1].selectbox("Index", range(len(valid)), key="ix_index",
-                                 format_func=lambda i: valid[i].label)
+    if valid:  # a row of its own: whole names and parameters, never cut off
+        pick = st.selectbox("Index", range(len(valid)), key="ix_index",
+                            format_func=lambda i: valid[i].label)
         chosen = valid[min(int(pick), len(valid) - 1)]
-    ef_search = int(cols[2].slider("hnsw.ef_search", 1, 400, 40, key="ix_ef",
+    cols = st.columns([1, 2, 2, 2])
+    k = int(cols[0].number_input("k", min_value=1, max_value=100, value=10, key="ix_k"))
+    ef_search = int(cols[1].slider("hnsw.ef_search", 1, 400, 40, key="ix_ef",
                                    disabled=chosen is not None and chosen.method != "hnsw"))
     max_probes = max([i.params["lists"] for i in valid if i.method == "ivfflat"] or [1])
-    probes = int(cols[3].slider("ivfflat.probes", 1, max(2, max_probes), min(10, max_probes),
+    probes = int(cols[2].slider("ivfflat.probes", 1, max(2, max_probes), min(10, max_probes),
                                 key="ix_probes",
                                 disabled=chosen is not None and chosen.method != "ivfflat"))
     modes = ix.ITERATIVE_MODES[chosen.method if chosen else "hnsw"]
-    mode = cols[4].selectbox("iterative scan", modes, key="ix_iter",
+    mode = cols[3].selectbox("iterative scan", modes, key="ix_iter",
                              help="pgvector 0.8: keep scanning the index until k rows pass a "
                                   "filter. relaxed_order may return rows slightly out of order.")
     setting = ix.Setting(ef_search=ef_search, probes=probes, iterative_scan=mode)
