@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import realtext  # noqa: E402  (bench/realtext.py, next to this file)
 from psycopg import sql  # noqa: E402
+from search_bench import percentiles as timed_percentiles  # noqa: E402
 
 from vecdash import db  # noqa: E402
 from vecdash.collections import create_collection, drop_collection, get_collection  # noqa: E402
@@ -160,15 +161,10 @@ def cached_vectors(docs: list[realtext.Passage], embedder: Any, allow_embed: boo
 
 
 def percentiles(fn: Callable[[int], Any], n: int, repeat: int) -> tuple[float, float]:
-    for i in range(n):  # one untimed pass: a warm server
+    """search_bench's p50 / p95, after one untimed pass (a warm server)."""
+    for i in range(n):
         fn(i)
-    times = []
-    for _ in range(repeat):
-        for i in range(n):
-            t = time.perf_counter()
-            fn(i)
-            times.append((time.perf_counter() - t) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+    return timed_percentiles(fn, n, repeat)
 
 
 def count_rows(conn: Any, c: Any) -> int:
