@@ -111,8 +111,12 @@ def index_table(indexes: list[ix.VectorIndex]) -> None:
         "valid": ["yes" if i.valid else "INVALID" for i in indexes],
         "build time": [f"{i.build_seconds:.2f} s" if i.build_seconds is not None
                        else "not built by vecdash" for i in indexes],
-        "built with": [i.built_with for i in indexes],
     }), hide_index=True, width="stretch")
+    # The build settings are long ("maintenance_work_mem=..., workers=..."): as a column they
+    # pushed the table past the page's width at 1440 px, so they are a line under it.
+    for i in indexes:
+        if i.built_with:
+            st.caption(f"{i.name} was built with {i.built_with}.")
 
 
 def invalid_section(collection: Collection, indexes: list[ix.VectorIndex]) -> None:

@@ -90,7 +90,7 @@ TRUNCATED_LABELS = """() => [...document.querySelectorAll(
 @pytest.fixture(scope="module")
 def demo_with_an_index(browser: Any, app_url: str) -> Iterator[None]:
     """The demo with an HNSW index, built on the Index Lab as a person does (a fresh demo has
-    none, so the index picker and the "built with" column were never looked at); dropped after."""
+    none, so the index picker and the index table with a row were never looked at); dropped after."""
     from tests.e2e.conftest import VIEWPORT
 
     context = browser.new_context(viewport=VIEWPORT)
