@@ -4,6 +4,7 @@ driven by Playwright in Debian's chromium. Skipped, with the reason, where chrom
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -39,9 +40,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def app_url() -> Iterator[str]:
-    """The dashboard on a fresh data directory: the first page view loads the demo."""
+@contextlib.contextmanager
+def served_app() -> Iterator[str]:
+    """`streamlit run app.py` on a fresh data directory (the first page view loads the demo),
+    yielding its URL; the server and its embedded PostgreSQL are stopped afterwards."""
     from vecdash import db
     from vecdash.config import Settings
 
@@ -78,6 +80,13 @@ def app_url() -> Iterator[str]:
         log.close()
         db.stop_embedded(Settings.from_env({"VECDASH_DATA_DIR": data_dir}))
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app_url() -> Iterator[str]:
+    """The dashboard on a fresh data directory, shared by the session's tests."""
+    with served_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
