@@ -25,6 +25,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+MAIN = '[data-testid="stMain"]'
 VIEWPORT = {"width": 1440, "height": 2400}  # Streamlit scrolls inside its own container
 RUN_TIMEOUT_S = 240
 
@@ -151,3 +152,25 @@ def screenshot(page: Any, name: str) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.wait_for_timeout(1500)  # charts draw after the script ends
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def demo_with_an_index(browser: Any, app_url: str) -> Iterator[None]:
+    """The demo with an HNSW index, built on the Index Lab as a person does (a fresh demo has
+    none, so the index picker and an index table row were never looked at); dropped after."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=VIEWPORT)
+    p = context.new_page()
+    open_app(p, app_url, "indexes")
+    p.get_by_role("button", name="Build index").click()
+    wait_for_run(p)
+    expect(p.locator(MAIN)).to_contain_text("Built demo_embedding_hnsw", timeout=120_000)
+    yield
+    open_app(p, app_url, "indexes")
+    p.get_by_role("button", name="Drop an index").click()
+    p.get_by_text("Yes, drop").click()
+    wait_for_run(p)
+    p.get_by_role("button", name="Drop index", exact=True).click()
+    wait_for_run(p)
+    context.close()

@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import exceptions_on, open_app, wait_for_run
+from tests.e2e.conftest import MAIN, exceptions_on, open_app, wait_for_run
 from tests.e2e.test_search_views import TRUNCATED_JS
-
-MAIN = '[data-testid="stMain"]'
 
 
 def point_on_screen(page: Any) -> tuple[float, float]:
@@ -85,28 +82,6 @@ TRUNCATED_LABELS = """() => [...document.querySelectorAll(
         + '[data-testid="stMain"] button p')]
     .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
     .map(e => e.innerText || e.getAttribute('value'))"""
-
-
-@pytest.fixture(scope="module")
-def demo_with_an_index(browser: Any, app_url: str) -> Iterator[None]:
-    """The demo with an HNSW index, built on the Index Lab as a person does (a fresh demo has
-    none, so the index picker and the index table with a row were never looked at); dropped after."""
-    from tests.e2e.conftest import VIEWPORT
-
-    context = browser.new_context(viewport=VIEWPORT)
-    p = context.new_page()
-    open_app(p, app_url, "indexes")
-    p.get_by_role("button", name="Build index").click()
-    wait_for_run(p)
-    expect(p.locator(MAIN)).to_contain_text("Built demo_embedding_hnsw", timeout=120_000)
-    yield
-    open_app(p, app_url, "indexes")
-    p.get_by_role("button", name="Drop an index").click()
-    p.get_by_text("Yes, drop").click()
-    wait_for_run(p)
-    p.get_by_role("button", name="Drop index", exact=True).click()
-    wait_for_run(p)
-    context.close()
 
 
 @pytest.mark.parametrize("path", ["", "search", "ingest", "quality", "indexes", "map"])

@@ -175,13 +175,21 @@ class SemanticServing:
     method: str  # hnsw, ivfflat or exact
     setting: str  # "ef_search=100", "probes=1" or ""
     exact_forced: bool = False
+    passed_over: tuple[str, ...] = ()  # valid vector indexes the plan did not use
+
 
     @property
     def sentence(self) -> str:
         if self.index is None:
-            return ("Semantic arm: exact scan (index scans switched off for this evaluation)."
-                    if self.exact_forced else
-                    "Semantic arm: exact scan (the collection has no vector index the query "
+            if self.exact_forced:
+                return "Semantic arm: exact scan (index scans switched off for this evaluation)."
+            if self.passed_over:
+                # An index exists, but the planner finds reading every row cheaper (a small
+                # table): the figures are exact, and the page must not suggest otherwise.
+                return (f"Semantic arm: exact scan. The query plan does not use "
+                        f"{', '.join(self.passed_over)}: PostgreSQL finds a scan of every row "
+                        "cheaper here (as on a small table), so these figures are exact.")
+            return ("Semantic arm: exact scan (the collection has no vector index the query "
                     "can use).")
         return (f"Semantic arm: {self.index} ({self.method}) at {self.setting}, the index the "
                 "query plan uses: approximate, so its figures can differ from an exact scan's.")
@@ -210,7 +218,9 @@ def semantic_serving(conn: psycopg.Connection[Any], collection: Collection, vect
                                                 "k": candidates})
     served = next((indexes[n] for n in in_plan if n in indexes), None)
     if served is None:
-        return SemanticServing(None, "exact", "")
+        return SemanticServing(None, "exact", "",
+                               passed_over=tuple(i.label for i in indexes.values()
+                                                 if not i.halfvec_expression))
     ef_search, probes = (row or ("40", "1"))
     setting = f"ef_search={ef_search}" if served.method == "hnsw" else f"probes={probes}"
     return SemanticServing(served.label, served.method, setting)
