@@ -40,8 +40,10 @@ from vecdash.indexes.explain import (
 )
 from vecdash.indexes.ground_truth import TRUTH_TABLE
 from vecdash.indexes.measurement import (
+    AUTO_GROUND_TRUTH_MAX_ELEMENTS,
     DEFAULT_REPEATS,
     EXACT_SCAN,
+    EXACT_SCAN_ELEMENTS_PER_SECOND,
     ISOLATION_LOCK_TIMEOUT_MS,
     MAX_REPEATS,
     GroundTruth,
@@ -49,6 +51,7 @@ from vecdash.indexes.measurement import (
     check_repeats,
     exact_measurement,
     exact_neighbours,
+    ground_truth_is_ready,
     isolation_is_safe,
     measure,
     recall_at_k,
@@ -90,6 +93,8 @@ from vecdash.indexes.specs import (
 )
 
 __all__ = [
+    "AUTO_GROUND_TRUTH_MAX_ELEMENTS",
+    "EXACT_SCAN_ELEMENTS_PER_SECOND",
     "BUILDS_DDL",
     "BUILDS_TABLE",
     "BuildOptions",
@@ -138,6 +143,7 @@ __all__ = [
     "drop_index",
     "exact_measurement",
     "exact_neighbours",
+    "ground_truth_is_ready",
     "explain_query",
     "get_vector_index",
     "hnsw_graph_memory",

@@ -67,6 +67,33 @@ _truth_lock = threading.Lock()
 _TRUTH_CACHE_SIZE = 32
 
 
+# Above this many vector elements (rows x dimensions) the exact scans behind recall are too slow
+# to start unasked on a page load: 50 queries over 100,000 x 384 took 5.2 s on the 2-core
+# benchmark machine, over 1,000,000 x 384 86 s (bench/scale_bench.py).
+AUTO_GROUND_TRUTH_MAX_ELEMENTS = 200_000 * 384
+EXACT_SCAN_ELEMENTS_PER_SECOND = 3.5e8  # that machine's rate, for a rough estimate in words
+
+
+def _truth_key(conn: psycopg.Connection[Any], collection: Collection, k: int,
+               queries: SampleQueries, version: str) -> tuple[str, ...]:
+    return (str(conn.info.host), str(conn.info.port), conn.info.dbname, collection.schema_name,
+            collection.table_name, collection.vector_column, collection.metric, str(k),
+            queries.key, version)
+
+
+def ground_truth_is_ready(conn: psycopg.Connection[Any], collection: Collection,
+                          queries: SampleQueries, *, k: int = 10) -> bool:
+    """Whether the exact top-k of ``queries`` is known for the collection's current data (kept
+    in this process or stored), so recall costs no exact scan now."""
+    check_k(k)
+    version = data_version(conn, collection)
+    with _truth_lock:
+        if _truth_key(conn, collection, k, queries, version) in _truth_cache:
+            return True
+    stored = stored_truth(conn, collection, k=k, query_key=queries.key, version=version)
+    return stored is not None and len(stored[0]) == len(queries)
+
+
 def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries,
                      *, k: int = 10) -> GroundTruth:
     """The exact top-k ids per query (index scans off, SET LOCAL in its own transaction), with the
@@ -74,9 +101,7 @@ def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, quer
     stored in PostgreSQL, so other sessions and later starts read it instead of scanning."""
     check_k(k)
     version = data_version(conn, collection)
-    key = (str(conn.info.host), str(conn.info.port), conn.info.dbname, collection.schema_name,
-           collection.table_name, collection.vector_column, collection.metric, str(k),
-           queries.key, version)
+    key = _truth_key(conn, collection, k, queries, version)
     with _truth_lock:
         hit = _truth_cache.get(key)
         if hit is not None:
