@@ -94,7 +94,6 @@ from vecdash.indexes.specs import (
 
 __all__ = [
     "AUTO_GROUND_TRUTH_MAX_ELEMENTS",
-    "EXACT_SCAN_ELEMENTS_PER_SECOND",
     "BUILDS_DDL",
     "BUILDS_TABLE",
     "BuildOptions",
@@ -107,6 +106,7 @@ __all__ = [
     "EF_SEARCH_RANGE",
     "EF_SEARCH_SWEEP",
     "EXACT_SCAN",
+    "EXACT_SCAN_ELEMENTS_PER_SECOND",
     "Explained",
     "GraphMemory",
     "GroundTruth",
@@ -143,9 +143,9 @@ __all__ = [
     "drop_index",
     "exact_measurement",
     "exact_neighbours",
-    "ground_truth_is_ready",
     "explain_query",
     "get_vector_index",
+    "ground_truth_is_ready",
     "hnsw_graph_memory",
     "index_target",
     "indexes_in_plan",

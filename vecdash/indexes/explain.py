@@ -177,7 +177,6 @@ class SemanticServing:
     exact_forced: bool = False
     passed_over: tuple[str, ...] = ()  # valid vector indexes the plan did not use
 
-
     @property
     def sentence(self) -> str:
         if self.index is None:
