@@ -11,7 +11,7 @@ import streamlit as st
 
 import ui
 from vecdash import indexes as ix
-from vecdash.collections import METRIC_LABELS, Collection, data_version, estimated_rows
+from vecdash.collections import METRIC_LABELS, Collection, data_version
 from vecdash.demo import DEMO_COLLECTION, demo_queries
 from vecdash.errors import Cancelled, VecdashError
 from vecdash.indexes import sweep_report
@@ -277,19 +277,18 @@ def ground_truth_allowed(collection: Collection, queries: ix.SampleQueries, k: i
     """Whether the exact top-k behind recall may be read or computed now. On a large table its
     exact scans take minutes: they wait for the user's click instead of every first visit."""
     with ui.connection() as conn:
-        rows = estimated_rows(conn, collection)
-        if (rows * collection.dimension <= ix.AUTO_GROUND_TRUTH_MAX_ELEMENTS
-                or ix.ground_truth_is_ready(conn, collection, queries, k=k)):
-            return True
-    seconds = len(queries) * rows * collection.dimension / ix.EXACT_SCAN_ELEMENTS_PER_SECOND
+        cost = ix.ground_truth_waiting_cost(conn, collection, queries, k=k)
+    if cost is None:
+        return True
     st.info(f"Recall and the speed-up need the exact top-{k} of the {len(queries)} sample "
-            f"queries: {len(queries)} sequential scans of about {rows:,} rows, roughly "
-            f"{seconds:,.0f} s on a 2-core machine (index scans off, nothing locked). vecdash does "
-            "not start that on a page visit; once computed it is stored until the data changes.",
-            icon="ℹ️")
+            f"queries: {len(queries)} sequential scans of about {cost.rows:,} rows, roughly "
+            f"{cost.seconds:,.0f} s on a 2-core machine (index scans off, nothing locked). "
+            "vecdash does not start that on a page visit; once computed it is stored until the "
+            "data changes.", icon="ℹ️")
     if not st.button("Compute the exact ground truth", key="ix_truth_go", type="primary"):
         return False
-    with st.spinner(f"{len(queries)} exact scans of {rows:,} rows…"), ui.connection() as conn:
+    with st.spinner(f"{len(queries)} exact scans of {cost.rows:,} rows…"), \
+            ui.connection() as conn:
         ix.exact_neighbours(conn, collection, queries, k=k)
     return True
 

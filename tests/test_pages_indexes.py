@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import PageOpener
 from vecdash import indexes as ix
 from vecdash.collections import Collection, drop_collection, get_collection
+from vecdash.indexes import measurement
 from vecdash.synthetic import create_synthetic_collection
 
 
@@ -202,7 +203,7 @@ def test_on_a_large_table_the_exact_ground_truth_waits_for_a_click(
     and the result is stored: the next visit reads it."""
     with pool.connection() as conn:
         ix.build_index(conn, lab, ix.IndexSpec("hnsw", m=8, ef_construction=32))
-    monkeypatch.setattr(ix, "AUTO_GROUND_TRUTH_MAX_ELEMENTS", 1)
+    monkeypatch.setattr(measurement, "AUTO_GROUND_TRUTH_MAX_ELEMENTS", 1)
     at = open_page("app_pages/indexes.py", collection=lab.name)
     assert not at.exception, [e.message for e in at.exception]
     assert any("sequential scans of about" in i.value for i in at.info)

@@ -13,10 +13,14 @@ from tests.e2e.conftest import MAIN, exceptions_on, open_app, wait_for_run
 from tests.e2e.test_search_views import TRUNCATED_JS
 from vecdash.indexes import EF_SEARCH_SWEEP
 
-# The text plotly draws beside the sweep's points (SVG), chart by chart.
-POINT_LABELS = """() => [...document.querySelectorAll(
-        '[data-testid="stMain"] .js-plotly-plot')]
-    .map(chart => [...chart.querySelectorAll('g.textpoint text')].map(t => t.textContent))"""
+
+def chart_texts(page: Any, selector: str) -> list[list[str]]:
+    """The SVG text plotly drew under ``selector``, chart by chart (point labels: g.textpoint
+    text; x-axis ticks: g.xtick text)."""
+    return list(page.evaluate("""selector => [...document.querySelectorAll(
+            '[data-testid="stMain"] .js-plotly-plot')]
+        .map(chart => [...chart.querySelectorAll(selector)].map(t => t.textContent))""",
+                              selector))
 
 
 def test_index_lab_sweep_labels_every_point_and_shows_its_spread(
@@ -29,7 +33,7 @@ def test_index_lab_sweep_labels_every_point_and_shows_its_spread(
     assert exceptions_on(page) == []
     expect(main.locator(".js-plotly-plot").first).to_be_visible(timeout=120_000)
     page.wait_for_timeout(1000)  # plotly draws its text after the chart appears
-    charts = page.evaluate(POINT_LABELS)
+    charts = chart_texts(page, "g.textpoint text")
     assert len(charts) >= 2, charts  # p50 and p95 against recall
     for labels in charts:
         assert "exact scan" in labels, labels  # the reference point, timed in this sweep
@@ -39,10 +43,7 @@ def test_index_lab_sweep_labels_every_point_and_shows_its_spread(
         expect(table).to_contain_text(header)
     assert page.evaluate(TRUNCATED_JS) == []
     # The latency axis (log) reads as increasing numbers of milliseconds, not "2 3 ... 1000 2 3".
-    axes = page.evaluate("""() => [...document.querySelectorAll(
-        '[data-testid="stMain"] .js-plotly-plot')]
-        .map(chart => [...chart.querySelectorAll('g.xtick text')].map(t => t.textContent))""")
-    for ticks in axes:
+    for ticks in chart_texts(page, "g.xtick text"):
         values = [float(t.replace("\u2212", "-").split()[0]) for t in ticks if t.strip()]
         assert values and values == sorted(set(values)), ticks
 

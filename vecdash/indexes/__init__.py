@@ -40,18 +40,18 @@ from vecdash.indexes.explain import (
 )
 from vecdash.indexes.ground_truth import TRUTH_TABLE
 from vecdash.indexes.measurement import (
-    AUTO_GROUND_TRUTH_MAX_ELEMENTS,
     DEFAULT_REPEATS,
     EXACT_SCAN,
-    EXACT_SCAN_ELEMENTS_PER_SECOND,
     ISOLATION_LOCK_TIMEOUT_MS,
     MAX_REPEATS,
+    ExactScanCost,
     GroundTruth,
     Measurement,
     check_repeats,
     exact_measurement,
     exact_neighbours,
     ground_truth_is_ready,
+    ground_truth_waiting_cost,
     isolation_is_safe,
     measure,
     recall_at_k,
@@ -93,7 +93,6 @@ from vecdash.indexes.specs import (
 )
 
 __all__ = [
-    "AUTO_GROUND_TRUTH_MAX_ELEMENTS",
     "BUILDS_DDL",
     "BUILDS_TABLE",
     "BuildOptions",
@@ -106,7 +105,7 @@ __all__ = [
     "EF_SEARCH_RANGE",
     "EF_SEARCH_SWEEP",
     "EXACT_SCAN",
-    "EXACT_SCAN_ELEMENTS_PER_SECOND",
+    "ExactScanCost",
     "Explained",
     "GraphMemory",
     "GroundTruth",
@@ -146,6 +145,7 @@ __all__ = [
     "explain_query",
     "get_vector_index",
     "ground_truth_is_ready",
+    "ground_truth_waiting_cost",
     "hnsw_graph_memory",
     "index_target",
     "indexes_in_plan",

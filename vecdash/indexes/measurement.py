@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash import db
-from vecdash.collections import Collection, data_version
+from vecdash.collections import Collection, data_version, estimated_rows
 from vecdash.errors import InvalidInput, NotFound
 from vecdash.indexes.catalog import VectorIndex, list_vector_indexes
 from vecdash.indexes.explain import indexes_in_plan
@@ -92,6 +92,27 @@ def ground_truth_is_ready(conn: psycopg.Connection[Any], collection: Collection,
             return True
     stored = stored_truth(conn, collection, k=k, query_key=queries.key, version=version)
     return stored is not None and len(stored[0]) == len(queries)
+
+
+@dataclass(frozen=True)
+class ExactScanCost:
+    """The exact scans the ground truth still needs: one per query over about ``rows`` rows,
+    roughly ``seconds`` on the benchmark machine."""
+
+    rows: int
+    seconds: float
+
+
+def ground_truth_waiting_cost(conn: psycopg.Connection[Any], collection: Collection,
+                              queries: SampleQueries, *, k: int = 10) -> ExactScanCost | None:
+    """None when the ground truth of ``queries`` may be had now (already known, or the table is
+    small enough to scan unasked); else what computing it costs, for the user to agree to."""
+    rows = estimated_rows(conn, collection)
+    if (rows * collection.dimension <= AUTO_GROUND_TRUTH_MAX_ELEMENTS
+            or ground_truth_is_ready(conn, collection, queries, k=k)):
+        return None
+    return ExactScanCost(rows, len(queries) * rows * collection.dimension
+                         / EXACT_SCAN_ELEMENTS_PER_SECOND)
 
 
 def exact_neighbours(conn: psycopg.Connection[Any], collection: Collection, queries: SampleQueries,
