@@ -534,9 +534,11 @@ def test_a_load_waits_for_the_one_creating_its_collection(pool: Any, tmp_path: P
 def test_two_loads_of_overlapping_rows(pool: Any, unique_name: str) -> None:
     with pool.connection() as conn:
         target = create_collection(conn, unique_name, dimension=3, embedder="none", model="x")
-    # the same 2,000 rows, in two different orders, so both loads meet rows the other stores
+    # The same 2,000 rows, each batch of 50 in opposite orders in the two loads: both meet rows
+    # the other has just written, and two batches written at once wait on each other (PostgreSQL
+    # breaks that deadlock by undoing one of them).
     rows_a = _rows("o", 2000)
-    rows_b = list(reversed(_rows("o", 2000)))
+    rows_b = [row for start in range(0, 2000, 50) for row in reversed(rows_a[start:start + 50])]
     results: list[Any] = [None, None]
     barrier = threading.Barrier(2, timeout=120)
 

@@ -5,6 +5,8 @@ the lookups of which rows a collection stores already."""
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,8 +36,15 @@ ID_TAKEN = "another document with this id is already stored (different content)"
 # A row PostgreSQL refuses on its own (a tsvector over 1 MB, bad text): the batch is written
 # again in halves, so that row alone fails and the others load.
 ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded)
-# Rows another load stores while this one writes: how many times a batch is checked again.
-RACE_RETRIES = 5
+# Another load writing the same rows at once: this batch met a row it stores (a unique key), or
+# PostgreSQL broke a deadlock between the two (each waiting on a row the other had written) by
+# rolling this batch back. Either way the batch is whole undone; it is checked and written again.
+# (psycopg's classes for SQLSTATE class 40 do not derive from TransactionRollback: named each.)
+ROLLED_BACK_FOR_ANOTHER = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                           psycopg.errors.TransactionRollback)
+RACE_ERRORS = (psycopg.errors.UniqueViolation, *ROLLED_BACK_FOR_ANOTHER)
+# How many times a batch is checked and written again before the load gives up.
+RACE_RETRIES = 8
 
 
 @dataclass
@@ -115,7 +124,7 @@ class BatchWriter:
             self.finish()
             try:
                 inserted = self._counted(write_new(self.conn, self.collection, batch))
-            except psycopg.errors.UniqueViolation:
+            except RACE_ERRORS:
                 # unchecked, or another load stored some of these rows meanwhile
                 inserted = self._write_checked(batch)
             self._done(inserted, size)
@@ -146,7 +155,7 @@ class BatchWriter:
         future, batch, other, size = self.in_flight[0]
         try:
             inserted = self._counted(future.result())  # an error leaves it in flight for __exit__
-        except psycopg.errors.UniqueViolation:
+        except RACE_ERRORS:
             self.in_flight.popleft()
             self.idle.append(other)
             inserted = self._write_checked(batch)
@@ -156,8 +165,9 @@ class BatchWriter:
         self._done(inserted, size)
 
     def _write_checked(self, batch: PreparedBatch) -> int:
-        """Write an unchecked batch that met a stored row again, without its stored rows. The
-        batches in flight cannot hold its rows or ids (pending keys), so none of them waits."""
+        """Write a batch that met a stored row (or another load's deadlock) again, without its
+        stored rows. The batches in flight cannot hold its rows or ids (pending keys), so none of
+        them waits; another load's can, and a retry waits a little longer each time for it."""
         self.check_stored = True
         rows = batch.rows
         for attempt in range(RACE_RETRIES):
@@ -169,9 +179,11 @@ class BatchWriter:
             try:
                 return self._counted(write_isolating(self.conn, self.collection, rows,
                                                      batch.precisions, batch.origins))
-            except psycopg.errors.UniqueViolation:
+            except RACE_ERRORS:
                 if attempt == RACE_RETRIES - 1:
                     raise
+                # let the other load's transaction commit before this one looks again
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         return 0
 
     def _counted(self, written: tuple[int, list[Failure]]) -> int:
@@ -190,29 +202,36 @@ def unstored(conn: psycopg.Connection[Any], collection: Collection,
              keys: list[tuple[str, str]], report: IngestReport) -> list[bool]:
     """Which rows, given as (content hash, external id), are new to the collection. A row whose
     content is stored is counted as a skipped duplicate; one whose id is stored with other
-    content, as a failure."""
-    stored = _stored_values(conn, collection, "content_hash", [h for h, _ in keys])
-    fresh = [h not in stored for h, _ in keys]
-    report.skipped_duplicates += fresh.count(False)
-    taken = _stored_values(conn, collection, "external_id",
-                           [ext for (_, ext), new in zip(keys, fresh, strict=True) if new])
+    content, as a failure. Both are read in one statement (one snapshot): another load that
+    commits between two lookups would make its rows look like ids taken by other content."""
+    if not keys:
+        return []
+    found = _stored_keys(conn, collection, keys)
+    stored_hashes = {h for h, _ in found}
+    taken_ids = {ext for _, ext in found}
     keep = []
-    for (_, ext), new in zip(keys, fresh, strict=True):
-        if new and ext in taken:
+    for content_hash, ext in keys:
+        if content_hash in stored_hashes:
+            report.skipped_duplicates += 1
+            keep.append(False)
+        elif ext in taken_ids:
             report.failed.append(Failure(ext, ID_TAKEN))
-            new = False
-        keep.append(new)
+            keep.append(False)
+        else:
+            keep.append(True)
     return keep
 
 
-def _stored_values(conn: psycopg.Connection[Any], collection: Collection, column: str,
-                   values: list[str]) -> set[str]:
-    """Those of ``values`` that the collection's ``column`` holds (one index search each)."""
-    if not values:
-        return set()
-    query = sql.SQL("SELECT {col} FROM {table} WHERE {col} = ANY(%b)").format(
-        col=sql.Identifier(column), table=collection.table)
-    return {r[0] for r in conn.execute(query, (values,)).fetchall()}
+def _stored_keys(conn: psycopg.Connection[Any], collection: Collection,
+                 keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (content hash, external id) of the stored rows that share either key with ``keys``
+    (one statement; an index search per key)."""
+    query = sql.SQL("SELECT content_hash, external_id FROM {table} "
+                    "WHERE content_hash = ANY(%(hashes)s) OR external_id = ANY(%(ids)s)").format(
+        table=collection.table)
+    rows = conn.execute(query, {"hashes": [h for h, _ in keys],
+                                "ids": [ext for _, ext in keys]}).fetchall()
+    return [(str(h), str(ext)) for h, ext in rows]
 
 
 def write_new(conn: psycopg.Connection[Any], collection: Collection,

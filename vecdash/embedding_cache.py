@@ -77,7 +77,8 @@ class EmbeddedTexts:
 
 def write_cache_entries(conn: psycopg.Connection[Any], entries: CacheEntries | None) -> None:
     """Store new vectors in the cache, in their own transaction (another load may have stored
-    some of them meanwhile: those are kept as they are)."""
+    some of them meanwhile: those are kept as they are). Sorted by key, so that two loads of
+    the same texts take the keys' locks in one order and never deadlock."""
     if entries is None or not entries.vectors:
         return
     with conn.transaction(), conn.cursor() as cur:
@@ -85,7 +86,7 @@ def write_cache_entries(conn: psycopg.Connection[Any], entries: CacheEntries | N
             "INSERT INTO vecdash_embedding_cache (provider, model, dimension, text_hash, "
             "embedding) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             [(entries.provider, entries.model, entries.dimension, k, v)
-             for k, v in entries.vectors.items()],
+             for k, v in sorted(entries.vectors.items())],
         )
 
 

@@ -25,7 +25,13 @@ from psycopg import sql
 
 from vecdash.batch_vectors import given_vectors, pack_vectors
 from vecdash.collections import Collection, bump_data_version, require_table
-from vecdash.copy_writer import ID_TAKEN, BatchWriter, PreparedBatch, unstored
+from vecdash.copy_writer import (
+    ID_TAKEN,
+    ROLLED_BACK_FOR_ANOTHER,
+    BatchWriter,
+    PreparedBatch,
+    unstored,
+)
 from vecdash.db import require_writable
 from vecdash.embedders import Embedder
 from vecdash.embedding_cache import CacheEntries, embed_with_cache, ensure_embedding_cache
@@ -162,6 +168,13 @@ def ingest_records(
         _load(conn, collection, records, report, embedder=embedder, batch_size=batch_size,
               progress=progress, should_cancel=should_cancel, use_cache=use_cache,
               parallel=parallel)
+    except ROLLED_BACK_FOR_ANOTHER as exc:  # still meeting another load, retries spent
+        raise ConnectionFailed(
+            f"Another load kept writing the same rows at the same time, and PostgreSQL undid "
+            f"this load's batch to let it go on ({type(exc).__name__}); {report.inserted:,} new "
+            "rows are stored. Run the same command again once the other load has finished: "
+            "stored rows are skipped."
+        ) from exc
     except psycopg.OperationalError as exc:
         raise ConnectionFailed(
             f"The server stopped during the load ({type(exc).__name__}); {report.inserted:,} new "
