@@ -26,6 +26,23 @@ from vecdash.statement_timeout import vecdash_error_for
 redact_every_log_record()
 
 
+def _print_vecdash_logs() -> None:
+    """vecdash's own log lines (the server started, the model is ready) on the console beside
+    Streamlit's: without a handler Python drops everything below a warning. Once per process."""
+    logger = logging.getLogger("vecdash")
+    if any(getattr(h, "vecdash_console", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s vecdash: %(message)s", "%H:%M:%S"))
+    handler.vecdash_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+_print_vecdash_logs()
+
+
 def settings() -> Settings:
     return Settings.from_env()
 

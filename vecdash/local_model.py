@@ -7,9 +7,10 @@ Its vectors are L2-normalised float32 (cosine == inner product). vecdash.embedde
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,19 +97,30 @@ def _precision_setting(setting: str | None) -> tuple[str, Path]:
     return value, current.data_dir / "embed_precision.json"
 
 
+log = logging.getLogger(__name__)
 _warm_up_started = threading.Event()
 
 
 def warm_up_local_model_in_background() -> None:
-    """Load the local model and calibrate its precision in a daemon thread, once per process
-    (the dashboard's start), so neither the first search nor the first ingest waits for it."""
+    """Load the local model, calibrate its precision and embed one query in a daemon thread,
+    once per process (the dashboard's start), so neither the first search nor the first ingest
+    waits for it. A cached calibration (a restart) still loads the model: the first query's
+    encode is what a person would otherwise wait for."""
     if _warm_up_started.is_set():
         return
     _warm_up_started.set()
 
     def warm_up() -> None:
-        with contextlib.suppress(Exception):  # the first real use reports a problem to the user
-            local_precision()
+        started = time.perf_counter()
+        try:
+            choice = local_precision()
+            encode_local(["warm up"], choice.query_precision, batch_size=QUERY_BATCH)
+        except Exception as exc:  # noqa: BLE001 - the first real use reports it to the user
+            log.warning("the local model could not be loaded in the background (%s)",
+                        type(exc).__name__)
+            return
+        log.info("the local model is ready (%s, queries in %s) after %.1f s",
+                 choice.precision, choice.query_precision, time.perf_counter() - started)
 
     threading.Thread(target=warm_up, name="vecdash-model-warm-up", daemon=True).start()
 

@@ -42,13 +42,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_app() -> Iterator[str]:
-    """`streamlit run app.py` on a fresh data directory (the first page view loads the demo),
-    yielding its URL; the server and its embedded PostgreSQL are stopped afterwards."""
+def served_app(data_dir: str | None = None) -> Iterator[str]:
+    """`streamlit run app.py` on a fresh data directory (the first page view loads the demo), or
+    on ``data_dir`` (kept afterwards: a restart), yielding its URL; its console goes to
+    streamlit.log there. The server and its embedded PostgreSQL are stopped afterwards."""
     from vecdash import db
     from vecdash.config import Settings
 
-    data_dir = tempfile.mkdtemp(prefix="vecdash-e2e-")
+    fresh = data_dir is None
+    data_dir = data_dir or tempfile.mkdtemp(prefix="vecdash-e2e-")
     env = {k: v for k, v in os.environ.items()
            if k not in ("VECDASH_DATABASE_URL", "VECDASH_READ_ONLY", "PGHOST", "PGDATABASE")}
     env.update(VECDASH_DATA_DIR=data_dir, VECDASH_AUTOLOAD_DEMO="1", HF_HUB_OFFLINE="1")
@@ -80,7 +82,8 @@ def served_app() -> Iterator[str]:
             server.kill()
         log.close()
         db.stop_embedded(Settings.from_env({"VECDASH_DATA_DIR": data_dir}))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
