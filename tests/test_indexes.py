@@ -599,3 +599,27 @@ def test_sweep_exports_csv_html_and_png(conn: Any, fresh: Collection) -> None:
         pytest.skip("kaleido or a Chrome / Chromium is missing here: PNG export is offered off")
     image = sweep_report.figure_png(figures[0])
     assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 10_000
+
+
+def test_searches_probe_the_square_root_of_an_ivfflat_index_lists(conn: Any,
+                                                                    fresh: Collection) -> None:
+    """pgvector's default of 1 probe reads 1 list in 100 here (about 30 of 3,000 rows), so the
+    semantic arm found about 30 of its 100 candidates; searches probe sqrt(lists) = 10 lists."""
+    from vecdash.indexes.explain import semantic_serving
+    from vecdash.search import fetch_candidates, semantic_search
+
+    ix.build_index(conn, fresh, ix.IndexSpec("ivfflat", lists=100))
+    vector = ix.stored_vector_queries(conn, fresh, n=1).vectors[0]
+    got = fetch_candidates(conn, fresh, "", vector, candidates=100, keyword_rankers=())
+    assert len(got.columns["semantic_rank"]) == 100
+    assert semantic_serving(conn, fresh, vector, candidates=100).setting == "probes=10"
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")  # exact: no index
+        exact = conn.execute(sql.SQL("SELECT id FROM {} ORDER BY {} <=> %s LIMIT 10").format(
+            fresh.table, sql.Identifier(fresh.vector_column)), (vector,)).fetchall()
+    found = semantic_search(conn, fresh, vector, k=10)
+    assert len(set(found["id"]) & {str(r[0]) for r in exact}) >= 8
+    # a session that asks for more probes keeps them
+    with conn.transaction():
+        conn.execute("SET LOCAL ivfflat.probes = 40")
+        assert semantic_serving(conn, fresh, vector, candidates=100).setting == "probes=40"

@@ -27,6 +27,7 @@ from vecdash.indexes.specs import (
     index_target,
 )
 from vecdash.search import check_k, query_vector
+from vecdash.search.semantic import vector_scan_settings
 
 _VECTOR_LITERAL = re.compile(r"'\[([^\]]{80,})\]'")
 
@@ -197,8 +198,8 @@ class SemanticServing:
 def semantic_serving(conn: psycopg.Connection[Any], collection: Collection, vector: Any, *,
                      candidates: int, exact: bool = False) -> SemanticServing:
     """Which index serves a semantic top-``candidates`` query right now, read from its plan
-    (EXPLAIN, not run), at the ef_search the search arms set (at least ``candidates``, at most
-    1000) and the session's ivfflat.probes; ``exact``: the evaluation switches index scans off."""
+    (EXPLAIN, not run), at the ef_search and probes the search arms set
+    (vecdash.search.semantic.vector_scan_settings); ``exact``: the evaluation switches index scans off."""
     if exact:
         return SemanticServing(None, "exact", "", exact_forced=True)
     indexes = {i.name: i for i in list_vector_indexes(conn, collection) if i.valid}
@@ -208,11 +209,8 @@ def semantic_serving(conn: psycopg.Connection[Any], collection: Collection, vect
     # serves them.
     query = top_k_query(collection, halfvec_expression=False)
     with conn.transaction(force_rollback=True):
-        row = conn.execute(
-            "SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting("
-            "'hnsw.ef_search', true), ''), '40')::int, least(%s, 1000))::text, true), "
-            "coalesce(nullif(current_setting('ivfflat.probes', true), ''), '1')",
-            (candidates,)).fetchone()
+        row = conn.execute(*vector_scan_settings(conn, collection, candidates,
+                                                 filtered=False)).fetchone()
         in_plan = indexes_in_plan(conn, query, {"q": query_vector(collection, vector),
                                                 "k": candidates})
     served = next((indexes[n] for n in in_plan if n in indexes), None)
@@ -220,6 +218,6 @@ def semantic_serving(conn: psycopg.Connection[Any], collection: Collection, vect
         return SemanticServing(None, "exact", "",
                                passed_over=tuple(i.label for i in indexes.values()
                                                  if not i.halfvec_expression))
-    ef_search, probes = (row or ("40", "1"))
+    ef_search, probes = (row[0], row[1]) if row else ("40", "1")
     setting = f"ef_search={ef_search}" if served.method == "hnsw" else f"probes={probes}"
     return SemanticServing(served.label, served.method, setting)

@@ -17,7 +17,7 @@ from vecdash.bm25.pruning import TermStats, tsquery_lexeme
 from vecdash.bm25.statistics import TSV_LENGTH, doc_length, term_frequency
 from vecdash.errors import InvalidInput
 from vecdash.search.filters import SearchFilters, filter_sql
-from vecdash.search.semantic import query_vector
+from vecdash.search.semantic import query_vector, vector_scan_settings
 
 if TYPE_CHECKING:
     from vecdash.collections import Collection
@@ -226,12 +226,7 @@ def arm_rows(
     # One round trip: the settings and the statement go together in pipeline mode.
     with conn.pipeline(), conn.transaction():
         if q.vector is not None:
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting("
-                "'hnsw.ef_search', true), ''), '40')::int, least(%(cand)s, 1000))::text, true), "
-                "set_config('hnsw.iterative_scan', %(mode)s, true), "
-                "set_config('ivfflat.iterative_scan', %(mode)s, true)",
-                {"cand": q.candidates, "mode": "relaxed_order" if q.filters.active else "off"},
-            )
+            conn.execute(*vector_scan_settings(conn, c, q.candidates,
+                                               filtered=q.filters.active))
         cur = conn.execute(statement, params)
     return arms, cur.fetchall()

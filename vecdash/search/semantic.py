@@ -4,7 +4,7 @@ by the collection's metric."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,36 @@ def query_vector(
             raise InvalidInput("The query vector is all zeros; cosine distance is undefined for it.")
         arr = arr / norm
     return arr
+
+
+# The vector arm's index settings, for its transaction only. hnsw.ef_search at least the depth
+# (an HNSW scan returns at most ef_search rows, at most 1000). ivfflat.probes at least the square
+# root of the table's IVFFlat lists (pgvector's suggested start; pgvector's default, 1 list, reads
+# about 1/lists of the rows, so a search found a fraction of its true neighbours). Iterative
+# scans with filters, so a filtered search still returns its depth. Higher session settings stay.
+_VECTOR_SCAN_SETTINGS: LiteralString = """
+    SELECT set_config('hnsw.ef_search', greatest(coalesce(nullif(current_setting(
+             'hnsw.ef_search', true), ''), '40')::int, least(%(cand)s, 1000))::text, true),
+           set_config('ivfflat.probes', greatest(coalesce(nullif(current_setting(
+             'ivfflat.probes', true), ''), '1')::int, (
+             SELECT coalesce(max(ceil(sqrt(coalesce(substring(o FROM '^lists=(\\d+)$')::int,
+                                                      100)))), 1)::int
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             JOIN pg_am am ON am.oid = i.relam
+             LEFT JOIN LATERAL unnest(i.reloptions) o ON true
+             WHERE x.indrelid = to_regclass(%(table)s) AND am.amname = 'ivfflat'
+               AND x.indisvalid))::text, true),
+           set_config('hnsw.iterative_scan', %(mode)s, true),
+           set_config('ivfflat.iterative_scan', %(mode)s, true)"""
+
+
+def vector_scan_settings(conn: psycopg.Connection[Any], collection: Collection,
+                         candidates: int, *, filtered: bool) -> tuple[LiteralString, dict[str, Any]]:
+    """The statement that sets the vector arm's index settings for the current transaction (see
+    above) and returns them (ef_search, probes, and the two iterative_scan modes), and its
+    parameters."""
+    return _VECTOR_SCAN_SETTINGS, {"cand": candidates, "table": collection.table.as_string(conn),
+                                   "mode": "relaxed_order" if filtered else "off"}
 
 
 def embed_query(collection: Collection, text: str, *, embedder: Embedder) -> np.ndarray:
@@ -94,7 +124,9 @@ def semantic_search(
         cast=c.vector_cast,
         table=c.table,
     )
-    rows = conn.execute(query, {"q": vec, "k": k}).fetchall()
+    with conn.transaction():
+        conn.execute(*vector_scan_settings(conn, c, k, filtered=False))
+        rows = conn.execute(query, {"q": vec, "k": k}).fetchall()
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS[1:])
     frame.insert(0, "rank", range(1, len(frame) + 1))
     frame["distance"] = frame["distance"].astype(float)
