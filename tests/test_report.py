@@ -48,14 +48,14 @@ def test_report_is_self_contained_and_complete(conn: Any, demo: Collection,
 def test_write_report_refuses_existing_and_unwritable_paths(tmp_path: Path) -> None:
     target = tmp_path / "r.html"
     assert write_report(target, "one") == target and target.read_text() == "one"
-    with pytest.raises(InvalidInput, match="exists already.*--force"):
+    with pytest.raises(InvalidInput, match="already exists.*--force"):
         write_report(target, "two")
     assert target.read_text() == "one"
     write_report(target, "two", force=True)
     assert target.read_text() == "two"
     with pytest.raises(InvalidInput, match="does not exist"):
         write_report(tmp_path / "nope" / "r.html", "x")
-    with pytest.raises(InvalidInput, match="is a directory"):
+    with pytest.raises(InvalidInput, match="is a folder"):
         write_report(tmp_path, "x")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -68,23 +68,13 @@ def test_write_report_refuses_existing_and_unwritable_paths(tmp_path: Path) -> N
 def test_a_failed_write_leaves_no_file_under_the_name(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # A full disk, simulated: the write itself fails half-way.
-    real_fdopen = os.fdopen
+    real_write_text = Path.write_text
 
-    class Full:
-        def __init__(self, f: Any) -> None:
-            self.f = f
+    def full(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        real_write_text(self, text[:10], *args, **kwargs)
+        raise OSError(28, "No space left on device")
 
-        def __enter__(self) -> Full:
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            self.f.close()
-
-        def write(self, text: str) -> int:
-            self.f.write(text[:10])
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(Path, "write_text", full)
     target = tmp_path / "r.html"
     with pytest.raises(InvalidInput, match="No space left on device"):
         write_report(target, "x" * 1000)

@@ -1,7 +1,7 @@
 """Writing a file so that its final name only ever holds a whole file: checks before any work (a
 folder, an existing file without ``force``, a missing folder), a temporary name beside the target,
 a rename at the end, and an OSError (full disk, no permission) turned into a message that says
-what to do. Used by the exports (vecdash.export, vecdash.pg_dump).
+what to do. Used by the exports (vecdash.export, vecdash.pg_dump) and the HTML reports.
 """
 
 from __future__ import annotations

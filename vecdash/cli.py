@@ -118,11 +118,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from vecdash.atomic_file import check_target
     from vecdash.collections import get_collection, require_table
     from vecdash.errors import InvalidInput
     from vecdash.labels import load_labeled_files
     from vecdash.quality import check_eval_parameters, evaluation_report, run_labeled_queries
-    from vecdash.report import check_report_path, compare, index_summary, quality_report, write_report
+    from vecdash.report import compare, index_summary, quality_report, write_report
     from vecdash.search_setting import parse_setting
     from vecdash.tuning import TuneGrid, fetch_tuning_runs, tune
 
@@ -131,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.cv is not None:
         _check_whole(args.cv, "--cv", least=2, example="5")
     if args.html:
-        check_report_path(args.html, force=args.force)  # before any work
+        check_target(args.html, force=args.force)  # before any work
     specs = [s for s in (args.compare or []) if s.strip().lower() != "tuned"]
     parsed = {s: parse_setting(s) for s in specs}  # a bad spec fails before any work
     if args.compare and len(parsed) < len(args.compare) and not (args.cv or args.tune):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +18,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import psycopg
 
+from vecdash.atomic_file import atomic_output
 from vecdash.bm25.statistics import DEFAULT_B, DEFAULT_K1
 from vecdash.collections import Collection
-from vecdash.errors import InvalidInput
 from vecdash.indexes.catalog import list_vector_indexes
 from vecdash.quality import (
     Config,
@@ -186,38 +185,9 @@ def quality_report(
         comparison=comparison, tuned=tuned, notes=run.notes)
 
 
-def check_report_path(path: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """The path a report can be written to, or InvalidInput saying why not (checked before any
-    work is done)."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise InvalidInput(f"{target} is a directory; give a file name such as "
-                           f"{target / 'report.html'}.")
-    if target.exists() and not force:
-        raise InvalidInput(f"{target} exists already. Choose another name, or pass --force to "
-                           "overwrite it.")
-    if not target.parent.is_dir():
-        raise InvalidInput(f"The folder {target.parent} does not exist; create it or choose "
-                           "another path.")
-    if not os.access(target.parent, os.W_OK):
-        raise InvalidInput(f"Cannot write to the folder {target.parent} (permission denied); "
-                           "choose a folder you can write to.")
-    return target
-
-
 def write_report(path: str | os.PathLike[str], text: str, *, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, renamed at the
-    end: a failure (disk full, permissions) never leaves a half-written file under the name."""
-    target = check_report_path(path, force=force)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise InvalidInput(f"Cannot write the report to {target}: {exc.strerror or exc}. "
-                           "Choose a folder you can write to with free space.") from None
-    return target
+    """Write ``text`` to ``path`` (vecdash.atomic_file: checked first, a temporary name renamed
+    at the end, so a failure never leaves a half-written file under the name)."""
+    with atomic_output(Path(path), force=force) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path).expanduser()
