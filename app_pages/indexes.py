@@ -12,6 +12,7 @@ import streamlit as st
 import ui
 from vecdash import indexes as ix
 from vecdash.collections import METRIC_LABELS, Collection, data_version
+from vecdash.collections import row_count as collection_rows
 from vecdash.demo import DEMO_COLLECTION, demo_queries
 from vecdash.errors import Cancelled, VecdashError
 from vecdash.indexes import sweep_report
@@ -472,9 +473,10 @@ collection = ui.page_collection()
 rows = 0
 with ui.errors_shown():
     with ui.connection() as conn:
-        rows = ix.row_count(conn, collection)
+        rows, estimated = collection_rows(conn, collection)
         indexes = ix.list_vector_indexes(conn, collection)
-    st.markdown(f"**{collection.name}** · {rows:,} rows · {collection.dimension} dimensions "
+    st.markdown(f"**{collection.name}** · {'about ' if estimated else ''}{rows:,} rows · "
+                f"{collection.dimension} dimensions "
                 f"({collection.vector_type}) · {METRIC_LABELS[collection.metric]} · "
                 f"{collection.embedder}/{collection.model}")
     st.subheader("Indexes")

@@ -24,7 +24,12 @@ import psycopg
 from psycopg import sql
 
 from vecdash.batch_vectors import given_vectors, pack_vectors
-from vecdash.collections import Collection, bump_data_version, require_table
+from vecdash.collections import (
+    Collection,
+    bump_data_version,
+    refresh_statistics_after_load,
+    require_table,
+)
 from vecdash.copy_writer import (
     ID_TAKEN,
     ROLLED_BACK_FOR_ANOTHER,
@@ -186,6 +191,7 @@ def ingest_records(
             f"stopped; {report.inserted:,} new rows are stored. Run the same command again to "
             "resume: stored rows are skipped."
         ) from None
+    refresh_statistics_after_load(conn, collection, report.inserted)
     return report
 
 
