@@ -370,6 +370,7 @@ def _setup_drop(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_postings(args: argparse.Namespace) -> int:
+    from vecdash.bm25.packed import PACKED_MIN_ROWS, build_packed, drop_packed, packed_status
     from vecdash.bm25.postings import disable_postings, enable_postings, postings_status
     from vecdash.collections import get_collection
 
@@ -379,7 +380,22 @@ def cmd_postings(args: argparse.Namespace) -> int:
             disable_postings(conn, collection)
         elif args.enable or args.rebuild:
             enable_postings(conn, collection)
+        elif args.pack and not build_packed(conn, collection):
+            print(f"{collection.name}: its ids are too sparse for packed postings (far more ids "
+                  "than rows); keyword search keeps the exact path", file=sys.stderr)
+        elif args.unpack:
+            drop_packed(conn, collection)
         status = postings_status(conn, collection)
+        snapshot = packed_status(conn, collection)
+    if snapshot is None:
+        print(f"{collection.name}: no packed BM25 postings (built after a load from "
+              f"{PACKED_MIN_ROWS:,} rows, or with --pack)")
+    else:
+        state = ("current: keyword search at the default settings reads them" if snapshot.current
+                 else "stale (the table was written since): keyword search takes the exact "
+                      "path until the next load or --pack")
+        print(f"{collection.name}: packed BM25 postings of {snapshot.lexemes:,} lexemes, "
+              f"{snapshot.size_bytes / 1e6:.1f} MB, {state}")
     if status is None:
         print(f"{collection.name}: no BM25 postings (keyword search scores every matching row)")
     else:
@@ -396,6 +412,9 @@ def _setup_postings(p: argparse.ArgumentParser) -> None:
     act.add_argument("--disable", action="store_true", help="drop them (exact path only)")
     act.add_argument("--rebuild", action="store_true",
                      help="rebuild them at today's average length (after a large drift)")
+    act.add_argument("--pack", action="store_true",
+                     help="build the packed postings now (a load of a large collection does)")
+    act.add_argument("--unpack", action="store_true", help="drop the packed postings")
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -449,7 +468,7 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
                _setup_export),
     "drop": (cmd_drop, "drop a collection (or forget one whose table is gone)", _setup_drop),
     "postings": (cmd_postings, "BM25 postings of a collection: status, --enable, --disable, "
-                 "--rebuild", _setup_postings),
+                 "--rebuild (impact-ordered), --pack, --unpack (packed)", _setup_postings),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 

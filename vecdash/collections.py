@@ -314,6 +314,9 @@ def _forget_table(conn: psycopg.Connection[Any], collection: Collection) -> None
     from vecdash.bm25.postings import drop_postings_of_table  # its postings table and functions
 
     drop_postings_of_table(conn, collection)
+    from vecdash.bm25.packed import forget_packed
+
+    forget_packed(conn, collection)
     for side in ("vecdash_bm25_terms", "vecdash_bm25_totals"):
         if relation_exists(conn, side):
             conn.execute(sql.SQL("DELETE FROM {} WHERE relid = %s::regclass").format(

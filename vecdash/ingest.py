@@ -24,9 +24,11 @@ import psycopg
 from psycopg import sql
 
 from vecdash.batch_vectors import given_vectors, pack_vectors
+from vecdash.bm25.packed import pack_after_load
 from vecdash.collections import (
     Collection,
     bump_data_version,
+    estimated_rows,
     refresh_statistics_after_load,
     require_table,
 )
@@ -192,6 +194,8 @@ def ingest_records(
             "resume: stored rows are skipped."
         ) from None
     refresh_statistics_after_load(conn, collection, report.inserted)
+    if report.inserted:  # the load made the packed postings stale: rebuilt on a large collection
+        pack_after_load(conn, collection, estimated_rows(conn, collection))
     return report
 
 
@@ -385,4 +389,6 @@ def delete_documents(
             (list(external_ids),),
         )
         bump_data_version(conn, collection.name)
+    if cur.rowcount:
+        pack_after_load(conn, collection, estimated_rows(conn, collection))
     return cur.rowcount

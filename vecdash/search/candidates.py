@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from vecdash.bm25.packed import packed_bm25
 from vecdash.bm25.postings import (
     DRIFT_REBUILD,
     forget_all_cached,
@@ -120,6 +121,11 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if rankers else None
     on_the_fly = "bm25" in rankers and relid is None
+    if relid is not None and rankers == ("bm25",) and prune and not flt.active:
+        packed = _from_packed(conn, c, query, vector, relid, flt, candidates=candidates, k1=k1,
+                              b=b, max_lexemes=max_lexemes)
+        if packed is not None:
+            return packed
     kept = relid is not None and "bm25" in rankers and postings_relid(conn, c) == relid
     if kept and prune and rankers == ("bm25",) and not flt.active and (k1, b) == (
             DEFAULT_K1, DEFAULT_B):
@@ -158,6 +164,30 @@ def fetch_candidates(
                          f"{c.name!r}'s impact-ordered postings, which serve the default k1="
                          f"{DEFAULT_K1:g}, b={DEFAULT_B:g} without filters ({why} here).")
     return Candidates(columns, lexemes, rankers, on_the_fly, notes)
+
+
+def _from_packed(conn: psycopg.Connection[Any], c: Collection, query: str,
+                 vector: Sequence[float] | np.ndarray | None, relid: int, flt: SearchFilters, *,
+                 candidates: int, k1: float, b: float,
+                 max_lexemes: int | None) -> Candidates | None:
+    """BM25 from the collection's packed postings (vecdash.bm25.packed) and the semantic arm in
+    its own statement; None when there is no current snapshot (the exact path then)."""
+    packed = packed_bm25(conn, c, relid, query, candidates=candidates, k1=k1, b=b,
+                         max_lexemes=max_lexemes)
+    if packed is None:
+        return None
+    arms, scores = ["bm25"], {"bm25": dict(packed.scores)}
+    if vector is not None:
+        sem_arms, rows = arm_rows(conn, ArmQuery(
+            c, query, vector, (), flt, None, False, keep=None, match=None,
+            candidates=candidates, k1=k1, b=b))
+        scores["sem"] = _scores_by_arm(sem_arms, rows)[1]["sem"]
+        arms = ["sem", "bm25"]
+    notes = _notes(c, packed.lexemes, None, stored=True, on_the_fly=False, rankers=("bm25",))
+    out = Candidates(_columns(c.metric, arms, scores), packed.lexemes, ("bm25",), False, notes)
+    out.work = {"path": "packed postings", "postings read": packed.postings_read,
+                "documents scored": packed.documents_scored}
+    return out
 
 
 def _from_postings(conn: psycopg.Connection[Any], q: ArmQuery) -> Candidates | None:

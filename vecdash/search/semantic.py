@@ -28,7 +28,12 @@ def query_vector(
 ) -> np.ndarray:
     """Validate a query vector against the collection (dimension, finite) and normalise it for
     cosine collections."""
-    arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if hasattr(vector, "to_numpy"):  # a pgvector Vector / HalfVector read from the database
+        vector = vector.to_numpy()
+    try:
+        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"The query vector must be a list of numbers ({exc}).") from None
     if arr.shape[0] != collection.dimension:
         raise InvalidInput(
             f"The query vector has {arr.shape[0]} dimensions but {collection.name!r} stores "

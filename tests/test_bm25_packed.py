@@ -1,0 +1,185 @@
+"""Packed BM25 postings: the keyword arm scored from them in numpy gives the exact path's top and
+scores (ids in order, ties by id) at any k1 / b, on the demo and on random corpora; any write to
+the table, through vecdash or not, makes the snapshot stale and the exact path answers; a load
+of a large collection rebuilds it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from tests.test_postings import QUERIES, WORDS, exact, load
+from vecdash.bm25 import packed
+from vecdash.bm25.packed import build_packed, packed_is_current
+from vecdash.collections import Collection, create_collection, drop_collection, get_collection
+from vecdash.demo import demo_queries
+from vecdash.ingest import delete_documents
+from vecdash.search import fetch_candidates
+
+
+def from_packed(conn: Any, c: Collection, query: str, candidates: int,
+                **kwargs: Any) -> list[tuple[Any, float]]:
+    got = fetch_candidates(conn, c, query, None, candidates=candidates,
+                           keyword_rankers=("bm25",), **kwargs)
+    assert got.work.get("path") == "packed postings", (query, got.work)
+    col = got.columns
+    return sorted(((k, float(s)) for k, s in zip(col["key"], col["bm25_score"], strict=True)),
+                  key=lambda kv: (-kv[1], kv[0]))
+
+
+def exact_at(conn: Any, c: Collection, query: str, candidates: int,
+             **kwargs: Any) -> list[tuple[Any, float]]:
+    if not kwargs:
+        return exact(conn, c, query, candidates)
+    got = fetch_candidates(conn, c, query, None, candidates=candidates,
+                           keyword_rankers=("bm25",), prune=False, **kwargs)
+    col = got.columns
+    pairs = [(k, float(s)) for k, s in zip(col["key"], col["bm25_score"], strict=True)
+             if not np.isnan(s)]
+    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))
+
+
+def assert_same_top(conn: Any, c: Collection, queries: list[str], candidates: int,
+                    **kwargs: Any) -> None:
+    for q in queries:
+        want = exact_at(conn, c, q, candidates, **kwargs)
+        got = from_packed(conn, c, q, candidates, **kwargs)
+        assert [k for k, _ in got] == [k for k, _ in want], q
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-9), q
+
+
+@pytest.fixture
+def corpus(conn: Any, unique_name: str) -> Iterator[Collection]:
+    c = create_collection(conn, unique_name, dimension=4, embedder="none", model="x")
+    load(conn, c, np.random.default_rng(0), 600, start=0)
+    assert build_packed(conn, c)
+    yield get_collection(conn, unique_name)
+    drop_collection(conn, unique_name)
+
+
+@pytest.mark.parametrize("candidates", [1, 10, 100])
+@pytest.mark.parametrize(("k1", "b"), [(1.2, 0.75), (0.6, 0.3), (2.0, 0.9)])
+def test_packed_top_equals_exact(conn: Any, corpus: Collection, candidates: int, k1: float,
+                                 b: float) -> None:
+    # the random texts hold many ties (same words, same length): broken by id, as in SQL
+    assert_same_top(conn, corpus, QUERIES, candidates, k1=k1, b=b)
+
+
+def test_packed_on_the_demo(conn: Any, demo: Collection, unique_name: str) -> None:
+    c = create_collection(conn, unique_name, dimension=demo.dimension, embedder="none",
+                          model="x")
+    try:
+        conn.execute(sql.SQL("INSERT INTO {} (external_id, title, content, content_hash, "
+                             "embedding) SELECT external_id, title, content, content_hash, "
+                             "embedding FROM {}").format(c.table, demo.table))
+        assert build_packed(conn, c)
+        queries = [q.text for q in demo_queries()]
+        assert_same_top(conn, c, queries, 100)
+        # the hybrid's candidates: the semantic arm beside it is the exact path's too
+        vector = conn.execute(sql.SQL("SELECT embedding FROM {} LIMIT 1").format(c.table)
+                              ).fetchone()[0]
+        for q in queries[:10]:
+            fast = fetch_candidates(conn, c, q, vector, candidates=50)
+            slow = fetch_candidates(conn, c, q, vector, candidates=50, prune=False)
+            assert fast.work.get("path") == "packed postings" and not slow.work
+            order = np.argsort(fast.columns["id"].astype(str))
+            other = np.argsort(slow.columns["id"].astype(str))
+            for column in ("id", "semantic_rank", "bm25_rank"):
+                np.testing.assert_array_equal(fast.columns[column][order],
+                                              slow.columns[column][other])
+            np.testing.assert_allclose(fast.columns["bm25_score"][order],
+                                       slow.columns["bm25_score"][other], atol=1e-9)
+    finally:
+        drop_collection(conn, unique_name)
+
+
+@pytest.mark.parametrize("write", [
+    "INSERT INTO {t} (external_id, content, content_hash, embedding) "
+    "VALUES ('outside', 'bread bread yeast', 'h-outside', '[1,0,0,0]')",
+    "UPDATE {t} SET content = 'kettle rope' WHERE id = (SELECT min(id) FROM {t})",
+    "DELETE FROM {t} WHERE id = (SELECT max(id) FROM {t})",
+    "TRUNCATE {t}",
+])
+def test_any_write_makes_it_stale(conn: Any, corpus: Collection, write: str) -> None:
+    """A write outside vecdash (plain SQL) is seen too: the exact path answers, then a rebuild
+    serves again."""
+    assert packed_is_current(conn, corpus)
+    conn.execute(sql.SQL(write).format(t=corpus.table))
+    assert not packed_is_current(conn, corpus)
+    got = fetch_candidates(conn, corpus, "bread yeast", None, keyword_rankers=("bm25",))
+    assert not got.work
+    assert build_packed(conn, corpus)
+    assert_same_top(conn, corpus, QUERIES[:4], 20)
+
+
+def test_a_load_or_a_delete_rebuilds_it_on_a_large_collection(
+        conn: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
+    c = create_collection(conn, unique_name, dimension=4, embedder="none", model="x")
+    try:
+        rng = np.random.default_rng(3)
+        load(conn, c, rng, 200, start=0)
+        assert not packed_is_current(conn, c)  # 200 rows: below the size, no snapshot
+        load(conn, c, rng, 200, start=200)
+        assert packed_is_current(conn, c)
+        assert_same_top(conn, c, QUERIES, 30)
+        assert delete_documents(conn, c, [f"r{i}" for i in range(0, 400, 3)]) > 0
+        assert packed_is_current(conn, c)
+        assert_same_top(conn, c, QUERIES, 30)
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_filters_and_long_queries_take_the_exact_path(conn: Any, corpus: Collection) -> None:
+    got = fetch_candidates(conn, corpus, "bread yeast", None, keyword_rankers=("bm25",),
+                           filters={"categories": ("x",)})
+    assert not got.work
+    long_query = " ".join(WORDS) + " " + " ".join(f"w{i}" for i in range(40))
+    got = fetch_candidates(conn, corpus, long_query, None, keyword_rankers=("bm25",))
+    assert not got.work and any("rarest" in n for n in got.notes)
+    both = fetch_candidates(conn, corpus, "bread", None, keyword_rankers=("bm25", "ts_rank_cd"))
+    assert not both.work
+
+
+def test_drop_collection_forgets_it(conn: Any, corpus: Collection) -> None:
+    relid = conn.execute("SELECT %s::regclass::oid", (corpus.table.as_string(conn),)
+                         ).fetchone()[0]
+    drop_collection(conn, corpus.name)
+    for side in ("vecdash_bm25_packed", "vecdash_bm25_packed_state", "vecdash_bm25_writes"):
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE relid = %s").format(
+            sql.Identifier(side)), (relid,)).fetchone() == (0,)
+    create_collection(conn, corpus.name, dimension=4, embedder="none", model="x")  # for teardown
+
+
+def test_the_postings_command_packs_reports_and_unpacks(
+        conn: Any, corpus: Collection, capsys: pytest.CaptureFixture[str]) -> None:
+    from vecdash.cli import main
+
+    assert main(["postings", "--collection", corpus.name]) == 0
+    assert "packed BM25 postings of" in capsys.readouterr().out
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id = (SELECT max(id) FROM {})").format(
+        corpus.table, corpus.table))
+    assert main(["postings", "--collection", corpus.name]) == 0
+    assert "stale" in capsys.readouterr().out
+    assert main(["postings", "--collection", corpus.name, "--pack"]) == 0
+    assert ", current" in capsys.readouterr().out
+    assert main(["postings", "--collection", corpus.name, "--unpack"]) == 0
+    assert "no packed BM25 postings" in capsys.readouterr().out
+    assert not packed_is_current(conn, corpus)
+
+
+def test_a_read_only_demo_reads_the_snapshot(conn: Any, corpus: Collection,
+                                             settings: Any) -> None:
+    """Read-only mode connects as a role that may only read: the snapshot serves it too."""
+    from dataclasses import replace
+
+    from vecdash import db
+
+    with db.connect(replace(settings, read_only=True)) as reader:
+        assert db.is_read_only(reader)
+        assert from_packed(reader, get_collection(reader, corpus.name), "bread yeast", 10) == \
+            exact(conn, corpus, "bread yeast", 10)

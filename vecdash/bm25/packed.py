@@ -1,0 +1,296 @@
+"""Packed BM25 postings: a snapshot of a managed collection's keyword index that one statement
+reads and numpy scores, exactly as the SQL arms score (same top and scores, ties by id).
+
+Per lexeme one row holds every document that has it, as two byte strings (document ids, term
+frequencies); one more row holds every document's length. A keyword search reads the rows of
+its query's lexemes (tens of kilobytes for a typical query on 100,000 rows) and adds up each
+lexeme's BM25 part per document in an array indexed by id: no row of the collection is read,
+and any k1 / b is exact, since frequencies and lengths are stored rather than impacts.
+
+The snapshot is rebuilt after a load (collections of PACKED_MIN_ROWS rows and more) or on
+request, in one REPEATABLE READ transaction that locks nothing. It is valid while the table is
+not written: a statement-level trigger counts every write to the table (vecdash's or anyone
+else's) in vecdash_bm25_writes, the snapshot stores the count it was built at, and a search
+uses it only while the two agree; otherwise the exact path answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, LiteralString
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
+from vecdash.db import relation_exists, require_writable
+from vecdash.errors import InvalidInput
+from vecdash.statement_timeout import without_statement_timeout
+
+if TYPE_CHECKING:
+    from vecdash.collections import Collection
+
+log = logging.getLogger(__name__)
+
+# Below this many rows the exact path takes a few milliseconds: a snapshot is not worth a build.
+PACKED_MIN_ROWS = 20_000
+# Scores are summed in an array indexed by id: ids much sparser than the rows are refused.
+MAX_ID_PER_ROW = 4
+MAX_ID_SLACK = 1_000_000
+
+_DDL: LiteralString = """
+    CREATE TABLE IF NOT EXISTS vecdash_bm25_packed (
+        relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, df integer NOT NULL,
+        docs bytea NOT NULL, tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme));
+    ALTER TABLE vecdash_bm25_packed ALTER docs SET STORAGE EXTERNAL,
+        ALTER tfs SET STORAGE EXTERNAL;
+    CREATE TABLE IF NOT EXISTS vecdash_bm25_packed_state (
+        relid oid PRIMARY KEY, writes bigint NOT NULL, docs bigint NOT NULL,
+        total_length float8 NOT NULL, ids bytea NOT NULL, lengths bytea NOT NULL,
+        token text NOT NULL);
+    ALTER TABLE vecdash_bm25_packed_state ALTER ids SET STORAGE EXTERNAL,
+        ALTER lengths SET STORAGE EXTERNAL;
+    CREATE TABLE IF NOT EXISTS vecdash_bm25_writes (relid oid PRIMARY KEY,
+                                                    writes bigint NOT NULL);
+    CREATE OR REPLACE FUNCTION vecdash_bm25_count_write() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO vecdash_bm25_writes AS w (relid, writes) VALUES (TG_RELID, 1)
+        ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1;
+        RETURN NULL;
+    END $$;
+"""
+_TRIGGERS: tuple[LiteralString, ...] = (
+    "CREATE OR REPLACE TRIGGER vecdash_bm25_writes AFTER INSERT OR UPDATE OR DELETE ON {table} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_count_write()",
+    "CREATE OR REPLACE TRIGGER vecdash_bm25_writes_trunc AFTER TRUNCATE ON {table} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_count_write()",
+)
+# Ids as int8, frequencies as int2 (a tsvector keeps at most 256 positions per lexeme), in id
+# order; lengths as in the statistics (token positions, a lexeme without positions counting 1);
+# the document count and total length are the statistics' own, so idf and the average length
+# are the exact path's to the bit.
+_PACK: LiteralString = """
+    INSERT INTO vecdash_bm25_packed (relid, lexeme, df, docs, tfs)
+    SELECT %(relid)s, x.lexeme, count(*),
+           string_agg(int8send(t.id::bigint), ''::bytea ORDER BY t.id),
+           string_agg(int2send(coalesce(array_length(x.positions, 1), 1)::int2), ''::bytea
+                      ORDER BY t.id)
+    FROM {table} t, unnest(t.tsv) x GROUP BY x.lexeme"""
+_STATE: LiteralString = """
+    INSERT INTO vecdash_bm25_packed_state (relid, writes, docs, total_length, ids, lengths, token)
+    SELECT %(relid)s, %(writes)s, s.docs, s.total_length,
+           coalesce(string_agg(int8send(d.id::bigint), ''::bytea ORDER BY d.id), ''::bytea),
+           coalesce(string_agg(int4send(d.len::int), ''::bytea ORDER BY d.id), ''::bytea),
+           %(token)s
+    FROM vecdash_bm25_totals s LEFT JOIN (SELECT t.id, {length} AS len FROM {table} t) d ON true
+    WHERE s.relid = %(relid)s GROUP BY s.docs, s.total_length"""
+# One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
+# (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
+_READ: LiteralString = """
+    SELECT s.token, s.docs, s.total_length, q.lexemes, p.lexeme, p.df, p.docs, p.tfs
+    FROM vecdash_bm25_packed_state s
+    JOIN vecdash_bm25_writes w ON w.relid = s.relid AND w.writes = s.writes
+    CROSS JOIN (SELECT coalesce(array_agg(DISTINCT u.lexeme ORDER BY u.lexeme), '{}') AS lexemes
+                FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) q
+    LEFT JOIN vecdash_bm25_packed p ON p.relid = s.relid AND p.lexeme = ANY(q.lexemes)
+    WHERE s.relid = %(relid)s
+    ORDER BY p.lexeme"""
+
+
+@dataclass(frozen=True)
+class PackedArm:
+    """A keyword arm from the snapshot: the query's lexemes, the top documents' BM25 scores by
+    id, and what it read."""
+
+    lexemes: list[str]
+    scores: dict[int, float]
+    postings_read: int
+    documents_scored: int
+
+
+def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
+    """Build (or rebuild) the collection's snapshot; False when its ids are too sparse for it.
+    Locks nothing: writes meanwhile leave it stale, and the exact path answers until the next
+    build."""
+    require_writable(conn)
+    if not supports_stored_stats(collection):
+        raise InvalidInput(f"{collection.name!r} is not a managed collection with a stored tsv "
+                           "column; its keyword search scores rows on the fly.")
+    relid = ensure_bm25(conn, collection)
+    if relid is None:
+        raise InvalidInput(f"{collection.name!r} has no BM25 statistics yet (read-only mode?).")
+    with without_statement_timeout(conn):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
+            conn.execute(_DDL)
+            for trigger in _TRIGGERS:
+                conn.execute(sql.SQL(trigger).format(table=collection.table))
+            conn.execute("INSERT INTO vecdash_bm25_writes (relid, writes) VALUES (%s, 0) "
+                         "ON CONFLICT (relid) DO NOTHING", (relid,))
+        with conn.transaction():
+            # One snapshot for the write count, the postings and the lengths.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SET LOCAL work_mem = '256MB'")
+            row = conn.execute(sql.SQL("SELECT (SELECT writes FROM vecdash_bm25_writes WHERE "
+                                       "relid = %s), count(*), coalesce(max(id), 0) FROM {}")
+                               .format(collection.table), (relid,)).fetchone()
+            assert row is not None
+            writes, rows, max_id = int(row[0]), int(row[1]), int(row[2])
+            conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
+            conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
+            if max_id > MAX_ID_PER_ROW * rows + MAX_ID_SLACK:
+                return False
+            params = {"relid": relid, "writes": writes, "token": uuid.uuid4().hex}
+            conn.execute(sql.SQL(_PACK).format(table=collection.table), params)
+            conn.execute(sql.SQL(_STATE).format(
+                table=collection.table, length=sql.SQL(TSV_LENGTH.format("t.tsv"))), params)
+    return True
+
+
+def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> list[Any] | None:
+    """The rows of one statement over the snapshot's tables, None when they do not exist (or the
+    role may not read them). In autocommit one statement needs no transaction (no round trips
+    for BEGIN / COMMIT); inside the caller's transaction a savepoint keeps a failure local."""
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return conn.execute(query, params, binary=True).fetchall()
+        with conn.transaction():
+            return conn.execute(query, params, binary=True).fetchall()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return None
+
+
+def packed_is_current(conn: psycopg.Connection[Any], collection: Collection) -> bool:
+    """Whether the collection has a snapshot that no write has made stale."""
+    rows = _read(conn,
+                 "SELECT 1 FROM vecdash_bm25_packed_state s JOIN vecdash_bm25_writes w "
+                 "ON w.relid = s.relid AND w.writes = s.writes WHERE s.relid = to_regclass(%s)",
+                 (collection.table.as_string(conn),))
+    return bool(rows)
+
+
+@dataclass(frozen=True)
+class PackedStatus:
+    """A collection's snapshot: whether no write has made it stale, its lexemes and the bytes
+    its postings and lengths take."""
+
+    current: bool
+    lexemes: int
+    size_bytes: int
+
+
+def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> PackedStatus | None:
+    """The collection's snapshot, None when it has none."""
+    rows = _read(conn, """
+        SELECT w.writes = s.writes,
+               (SELECT count(*) FROM vecdash_bm25_packed p WHERE p.relid = s.relid),
+               (SELECT coalesce(sum(octet_length(p.docs) + octet_length(p.tfs)), 0)
+                FROM vecdash_bm25_packed p WHERE p.relid = s.relid)
+               + octet_length(s.ids) + octet_length(s.lengths)
+        FROM vecdash_bm25_packed_state s LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
+        WHERE s.relid = to_regclass(%s)""", (collection.table.as_string(conn),))
+    if not rows:
+        return None
+    current, lexemes, size = rows[0]
+    return PackedStatus(bool(current), int(lexemes), int(size))
+
+
+def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
+    """Drop the collection's snapshot (its keyword search takes the exact path until the next
+    load of a large collection or build_packed)."""
+    require_writable(conn)
+    with conn.transaction():
+        forget_packed(conn, collection)
+
+
+def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows: int) -> bool:
+    """Rebuild the snapshot after a load that left about ``rows`` rows, from PACKED_MIN_ROWS up,
+    on a connection in autocommit (the build needs transactions of its own); whether it did. A
+    failed build costs only speed: the load stands and the exact path answers."""
+    if (rows < PACKED_MIN_ROWS or not supports_stored_stats(collection) or not conn.autocommit
+            or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
+        return False
+    try:
+        return build_packed(conn, collection)
+    except psycopg.Error as exc:
+        log.warning("the packed BM25 postings of %s were not rebuilt after the load (%s); its "
+                    "keyword search takes the exact path", collection.name, type(exc).__name__)
+        return False
+
+
+def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: int, query: str,
+                *, candidates: int, k1: float, b: float,
+                max_lexemes: int | None) -> PackedArm | None:
+    """The BM25 top ``candidates`` from the snapshot, or None when there is no current one (or
+    the query has more than ``max_lexemes`` lexemes in the collection: the exact path caps them)."""
+    rows = _read(conn, _READ, {"cfg": collection.text_config, "q": query, "relid": relid})
+    if not rows:
+        return None
+    token, docs, total_length, lexemes = rows[0][0], int(rows[0][1]), float(rows[0][2]), rows[0][3]
+    found = [r for r in rows if r[4] is not None]
+    if max_lexemes is not None and len(found) > max_lexemes:
+        return None
+    if not found or docs == 0:
+        return PackedArm(list(lexemes), {}, 0, 0)
+    lengths = _lengths(conn, relid, str(token))
+    if lengths is None:
+        return None
+    avglen = (total_length / docs) or 1.0
+    norm = k1 * (1 - b + b * lengths / avglen)
+    acc = np.zeros(len(lengths))
+    read = 0
+    for *_, df, ids_bytes, tfs_bytes in found:
+        ids = np.frombuffer(ids_bytes, dtype=">i8").astype(np.intp)
+        tf = np.frombuffer(tfs_bytes, dtype=">i2").astype(np.float64)
+        idf = np.log(1 + (docs - df + 0.5) / (df + 0.5))
+        # the SQL arms' expression, operation for operation
+        acc[ids] += idf * tf * (k1 + 1) / (tf + norm[ids])
+        read += len(ids)
+    touched = np.flatnonzero(acc)
+    return PackedArm(list(lexemes), _top(touched, acc[touched], candidates), read, len(touched))
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
+    """The ``n`` best (score descending, then id ascending, as the SQL arms' ORDER BY)."""
+    if len(ids) > n:
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        above = scores > kth
+        tied = np.flatnonzero(scores == kth)[: n - int(above.sum())]  # ids ascending
+        keep = np.concatenate([np.flatnonzero(above), tied])
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))
+    return {int(i): float(s) for i, s in zip(ids[order], scores[order], strict=True)}
+
+
+_lengths_lock = threading.Lock()
+_lengths_cache: dict[int, tuple[str, np.ndarray]] = {}  # relid -> (token, length by id)
+
+
+def _lengths(conn: psycopg.Connection[Any], relid: int, token: str) -> np.ndarray | None:
+    """Every document's length indexed by id (0 where no document), read once per snapshot."""
+    with _lengths_lock:
+        hit = _lengths_cache.get(relid)
+        if hit is not None and hit[0] == token:
+            return hit[1]
+    row = conn.execute("SELECT ids, lengths FROM vecdash_bm25_packed_state "
+                       "WHERE relid = %s AND token = %s", (relid, token), binary=True).fetchone()
+    if row is None:
+        return None
+    ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
+    by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
+    by_id[ids] = np.frombuffer(row[1], dtype=">i4")
+    with _lengths_lock:
+        _lengths_cache[relid] = (token, by_id)
+    return by_id
+
+
+def forget_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
+    """For drop_collection: the snapshot and write count of a table about to go."""
+    for side in ("vecdash_bm25_packed", "vecdash_bm25_packed_state", "vecdash_bm25_writes"):
+        if relation_exists(conn, side):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE relid = to_regclass(%s)").format(
+                sql.Identifier(side)), (collection.table.as_string(conn),))
