@@ -30,6 +30,10 @@ vecdash.search.semantic_search top 10 (HNSW); BM25 = the keyword arm alone (fetc
 100 candidates); hybrid = vecdash.search.hybrid_search top 10 (both arms, 100 candidates each,
 fused, highlighted snippets); no keyword = hybrid_search of a stopword-only query (its keyword arm
 is empty), what a hybrid search costs before any keyword work.
+Each large collection is measured with BM25 scored exactly over its rows, then read from
+impact-ordered postings (real text), then from packed postings (vecdash.bm25.packed, which a load
+of 20,000 rows or more builds), each checked against the exact path's BM25 top 100 and hybrid
+top 10.
 Targets: hybrid p50 <= 3x semantic p50 at 100k rows (the real-text collection); the demo sweep (11
 weights, convex and RRF) under 5 s.
 """
@@ -52,6 +56,7 @@ import realtext  # noqa: E402  (bench/realtext.py, next to this file)
 from psycopg import sql  # noqa: E402
 
 from vecdash import db  # noqa: E402
+from vecdash.bm25.packed import PACKED_MIN_ROWS, build_packed, drop_packed  # noqa: E402
 from vecdash.bm25.postings import disable_postings, enable_postings  # noqa: E402
 from vecdash.collections import create_collection, drop_collection, get_collection  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
@@ -205,37 +210,45 @@ def quality(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, judged: li
         print(f"  {name:<52} nDCG@10 {ndcg:.4f}  p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  ({what})")
 
 
-def postings_figures(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: Any,
-                     repeat: int) -> dict[str, tuple[float, float]]:
-    """The collection's search with BM25 read from impact-ordered postings: latency, and the
-    check that every query's hybrid top 10 and BM25 top 100 equal the exact path's (measured
-    just before, without postings)."""
+def same_top_as_exact(conn: Any, c: Any, texts: list[str], vectors: np.ndarray, embedder: Any,
+                      exact_bm25: list[dict[str, np.ndarray]], exact_hybrid: list[Any]) -> int:
+    """How many queries get the exact path's BM25 top 100 (ids in order, scores to 1e-6) and
+    hybrid top 10 (ids, fused scores) on the path now in force."""
+    same = 0
+    for i, t in enumerate(texts):
+        got = fetch_candidates(conn, c, t, None, keyword_rankers=("bm25",)).columns
+        want = exact_bm25[i]
+        top = sorted(zip(got["key"], got["bm25_score"], strict=True), key=lambda x: (-x[1], x[0]))
+        ref = sorted(zip(want["key"], want["bm25_score"], strict=True),
+                     key=lambda x: (-x[1], x[0]))
+        hyb = hybrid_search(conn, c, t, embedder=embedder, vector=vectors[i], k=10)
+        same += ([x[0] for x in top] == [x[0] for x in ref]
+                 and np.allclose([x[1] for x in top], [x[1] for x in ref], atol=1e-6)
+                 and list(hyb["id"]) == list(exact_hybrid[i]["id"])
+                 and np.allclose(hyb["fused_score"], exact_hybrid[i]["fused_score"], atol=1e-6))
+    return same
+
+
+def keyword_index_figures(conn: Any, c: Any, texts: list[str], vectors: np.ndarray,
+                          embedder: Any, repeat: int, *, build: Callable[[], Any],
+                          drop: Callable[[], Any], what: str) -> dict[str, tuple[float, float]]:
+    """The collection's search with BM25 read from ``what`` (made by ``build``, removed by
+    ``drop`` afterwards): latency, and the check that every query's hybrid top 10 and BM25 top
+    100 equal the exact path's (measured just before, without it)."""
     exact_bm25 = [fetch_candidates(conn, c, t, None, keyword_rankers=("bm25",)).columns
                   for t in texts]
     exact_hybrid = [hybrid_search(conn, c, t, embedder=embedder, vector=v, k=10)
                     for t, v in zip(texts, vectors, strict=True)]
     started = time.perf_counter()
-    enable_postings(conn, c)
-    print(f"  postings built in {time.perf_counter() - started:.1f} s (backfill)")
+    build()
+    print(f"  {what} built in {time.perf_counter() - started:.1f} s")
     try:
-        same = 0
-        for i, t in enumerate(texts):
-            got = fetch_candidates(conn, c, t, None, keyword_rankers=("bm25",)).columns
-            want = exact_bm25[i]
-            top = sorted(zip(got["key"], got["bm25_score"], strict=True), key=lambda x: (-x[1], x[0]))
-            ref = sorted(zip(want["key"], want["bm25_score"], strict=True),
-                         key=lambda x: (-x[1], x[0]))
-            hyb = hybrid_search(conn, c, t, embedder=embedder, vector=vectors[i], k=10)
-            same += ([x[0] for x in top] == [x[0] for x in ref]
-                     and np.allclose([x[1] for x in top], [x[1] for x in ref], atol=1e-6)
-                     and list(hyb["id"]) == list(exact_hybrid[i]["id"])
-                     and np.allclose(hyb["fused_score"], exact_hybrid[i]["fused_score"],
-                                     atol=1e-6))
+        same = same_top_as_exact(conn, c, texts, vectors, embedder, exact_bm25, exact_hybrid)
         print(f"  top-k equal to exact BM25 fusion (BM25 top 100 to 1e-6, hybrid top 10): "
               f"{same} of {len(texts)} queries")
         return latency(conn, c, texts, vectors, embedder, repeat)
     finally:
-        disable_postings(conn, c)
+        drop()
 
 
 def report(label: str, figures: dict[str, tuple[float, float]], target: bool = False) -> None:
@@ -276,7 +289,10 @@ def main() -> int:
             report("demo collection (exact scan, no vector index)",
                    latency(conn, demo, texts, vectors, embedder, args.repeat))
             report("demo collection, BM25 from impact-ordered postings",
-                   postings_figures(conn, demo, texts, vectors, embedder, args.repeat))
+                   keyword_index_figures(conn, demo, texts, vectors, embedder, args.repeat,
+                                         build=lambda: enable_postings(conn, demo),
+                                         drop=lambda: disable_postings(conn, demo),
+                                         what="impact-ordered postings"))
             print("\nquality on the demo's labeled queries (graded qrels):")
             quality(conn, demo, texts, vectors, [labeled.qrels[q.id] for q in queries], embedder,
                     "demo")
@@ -308,11 +324,22 @@ def main() -> int:
                   "HNSW (m=16, ef_construction=64) + GIN, ef_search 100 (the candidate depth)")
             print(f"queries: the first sentence (up to 8 words) of {len(real_texts)} held-out "
                   f"paragraphs, e.g. {real_texts[0]!r}, {real_texts[1]!r} (embedded before timing)")
+            drop_packed(conn, real)  # the load built them: the exact path first
             report(f"{len(docs)}-row real-text collection (HNSW + GIN), exact BM25",
                    latency(conn, real, real_texts, real_vectors, embedder, args.repeat),
                    target=True)
             report(f"{len(docs)}-row real-text collection, BM25 from impact-ordered postings",
-                   postings_figures(conn, real, real_texts, real_vectors, embedder, args.repeat),
+                   keyword_index_figures(
+                       conn, real, real_texts, real_vectors, embedder, args.repeat,
+                       build=lambda: enable_postings(conn, real),
+                       drop=lambda: disable_postings(conn, real), what="impact-ordered postings"),
+                   target=True)
+            report(f"{len(docs)}-row real-text collection, BM25 from packed postings (the default "
+                   f"from {PACKED_MIN_ROWS:,} rows)",
+                   keyword_index_figures(
+                       conn, real, real_texts, real_vectors, embedder, args.repeat,
+                       build=lambda: build_packed(conn, real), drop=lambda: None,
+                       what="packed postings"),
                    target=True)
             # Known-item queries: the first sentence of a stored passage; its own row is the one
             # relevant document.
@@ -330,8 +357,13 @@ def main() -> int:
                   "dropped and shuffled into distinct texts, so every query word is common (a "
                   "vocabulary of a few thousand words over every row); vectors = the passage's "
                   "embedding + N(0, 0.05) noise, normalised; HNSW + GIN; the demo's queries")
-            report(f"{rows}-row stress collection (HNSW + GIN)",
+            drop_packed(conn, big)
+            report(f"{rows}-row stress collection (HNSW + GIN), exact BM25",
                    latency(conn, big, texts, vectors, embedder, args.repeat))
+            report(f"{rows}-row stress collection, BM25 from packed postings",
+                   keyword_index_figures(conn, big, texts, vectors, embedder, args.repeat,
+                                         build=lambda: build_packed(conn, big),
+                                         drop=lambda: None, what="packed postings"))
     return 0
 
 

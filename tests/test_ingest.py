@@ -205,10 +205,11 @@ def test_precomputed_rows_go_straight_in_and_stored_rows_are_still_caught(
         report = ingest_records(conn, c, second, batch_size=4, parallel=parallel)
         assert (report.inserted, report.skipped_duplicates) == (10, 6)
         assert [(f.external_id, f.reason) for f in report.failed] == [("e3", copy_writer.ID_TAKEN)]
-        # the first batch met stored rows: its retry, then every batch of the load, looks up
-        # (a batch already in flight when the first one met stored rows is checked on its
-        # retry too: once, whether it was submitted in time depends on the machine's load)
-        assert len(lookups) in (5, 6) if parallel else len(lookups) == 5
+        # the first batch met stored rows: its retry, then every batch of the load, looks up.
+        # In parallel, batches prepared before that failure was collected go in unchecked: one
+        # that meets a stored row is looked up on its retry, one that meets none is never looked
+        # up, so 4 to 6 lookups, by how many batches the machine's load let into flight.
+        assert 4 <= len(lookups) <= 6 if parallel else len(lookups) == 5
         rows = conn.execute(sql.SQL("SELECT external_id, content FROM {}").format(
             sql.Identifier(unique_name))).fetchall()
         assert sorted(rows) == sorted((f"e{i}", f"doc {i}") for i in range(40))

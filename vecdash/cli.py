@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vecdash import db
+from vecdash import db, postings_command
 from vecdash.config import Settings, settings_table
 from vecdash.errors import VecdashError
 from vecdash.redaction import redact, redact_logs
@@ -369,54 +369,6 @@ def _setup_drop(p: argparse.ArgumentParser) -> None:
     p.add_argument("collection", help="the collection to drop (its table too, when vecdash made it)")
 
 
-def cmd_postings(args: argparse.Namespace) -> int:
-    from vecdash.bm25.packed import PACKED_MIN_ROWS, build_packed, drop_packed, packed_status
-    from vecdash.bm25.postings import disable_postings, enable_postings, postings_status
-    from vecdash.collections import get_collection
-
-    with _connect() as conn:
-        collection = get_collection(conn, args.collection)
-        if args.disable:
-            disable_postings(conn, collection)
-        elif args.enable or args.rebuild:
-            enable_postings(conn, collection)
-        elif args.pack and not build_packed(conn, collection):
-            print(f"{collection.name}: its ids are too sparse for packed postings (far more ids "
-                  "than rows); keyword search keeps the exact path", file=sys.stderr)
-        elif args.unpack:
-            drop_packed(conn, collection)
-        status = postings_status(conn, collection)
-        snapshot = packed_status(conn, collection)
-    if snapshot is None:
-        print(f"{collection.name}: no packed BM25 postings (built after a load from "
-              f"{PACKED_MIN_ROWS:,} rows, or with --pack)")
-    else:
-        state = ("current: keyword search at the default settings reads them" if snapshot.current
-                 else "stale (the table was written since): keyword search takes the exact "
-                      "path until the next load or --pack")
-        print(f"{collection.name}: packed BM25 postings of {snapshot.lexemes:,} lexemes, "
-              f"{snapshot.size_bytes / 1e6:.1f} MB, {state}")
-    if status is None:
-        print(f"{collection.name}: no BM25 postings (keyword search scores every matching row)")
-    else:
-        print(f"{collection.name}: {status.postings} BM25 postings, average length "
-              f"{status.avg_now or 0:.1f} ({status.drift:.2f}x the {status.avg_ref or 0:.1f} "
-              "they were built with)")
-    return 0
-
-
-def _setup_postings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--collection", default="demo")
-    act = p.add_mutually_exclusive_group()
-    act.add_argument("--enable", action="store_true", help="keep impact-ordered postings")
-    act.add_argument("--disable", action="store_true", help="drop them (exact path only)")
-    act.add_argument("--rebuild", action="store_true",
-                     help="rebuild them at today's average length (after a large drift)")
-    act.add_argument("--pack", action="store_true",
-                     help="build the packed postings now (a load of a large collection does)")
-    act.add_argument("--unpack", action="store_true", help="drop the packed postings")
-
-
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -467,8 +419,9 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "export": (cmd_export, "a collection to Parquet / JSONL (--to) or a pg_dump script (--pg-dump)",
                _setup_export),
     "drop": (cmd_drop, "drop a collection (or forget one whose table is gone)", _setup_drop),
-    "postings": (cmd_postings, "BM25 postings of a collection: status, --enable, --disable, "
-                 "--rebuild (impact-ordered), --pack, --unpack (packed)", _setup_postings),
+    "postings": (postings_command.cmd_postings, "BM25 postings of a collection: status, --enable, --disable, "
+                 "--rebuild (impact-ordered), --pack, --unpack (packed)",
+                 postings_command.setup_postings),
     "settings": (cmd_settings, "print the settings table (environment variables)", None),
 }
 

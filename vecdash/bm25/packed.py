@@ -127,8 +127,12 @@ def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
             conn.execute(_DDL)
-            for trigger in _TRIGGERS:
-                conn.execute(sql.SQL(trigger).format(table=collection.table))
+            present = conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s AND tgname IN "
+                "('vecdash_bm25_writes', 'vecdash_bm25_writes_trunc')", (relid,)).fetchone()
+            if present != (len(_TRIGGERS),):  # else no lock on the table is needed
+                for trigger in _TRIGGERS:
+                    conn.execute(sql.SQL(trigger).format(table=collection.table))
             conn.execute("INSERT INTO vecdash_bm25_writes (relid, writes) VALUES (%s, 0) "
                          "ON CONFLICT (relid) DO NOTHING", (relid,))
         with conn.transaction():
@@ -197,6 +201,18 @@ def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> Pack
         return None
     current, lexemes, size = rows[0]
     return PackedStatus(bool(current), int(lexemes), int(size))
+
+
+def describe_packed(name: str, status: PackedStatus | None) -> str:
+    """One line on a collection's snapshot, for the command line."""
+    if status is None:
+        return (f"{name}: no packed BM25 postings (built after a load from {PACKED_MIN_ROWS:,} "
+                "rows, or with --pack): keyword search scores matching rows")
+    state = ("current: keyword search at the default settings reads them" if status.current
+             else "stale (the table was written since): keyword search takes the exact path "
+                  "until the next load or --pack")
+    return (f"{name}: packed BM25 postings of {status.lexemes:,} lexemes, "
+            f"{status.size_bytes / 1e6:.1f} MB, {state}")
 
 
 def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
