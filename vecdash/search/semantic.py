@@ -129,9 +129,11 @@ def semantic_search(
         cast=c.vector_cast,
         table=c.table,
     )
-    with conn.transaction():
+    # One round trip: the settings and the query go together in pipeline mode.
+    with conn.pipeline(), conn.transaction():
         conn.execute(*vector_scan_settings(conn, c, k, filtered=False))
-        rows = conn.execute(query, {"q": vec, "k": k}).fetchall()
+        cur = conn.execute(query, {"q": vec, "k": k})
+    rows = cur.fetchall()
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS[1:])
     frame.insert(0, "rank", range(1, len(frame) + 1))
     frame["distance"] = frame["distance"].astype(float)
