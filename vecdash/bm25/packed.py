@@ -91,14 +91,18 @@ _STATE: LiteralString = """
 # One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
 # (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
 _READ: LiteralString = """
-    SELECT s.token, s.docs, s.total_length, q.lexemes, p.lexeme, p.df, p.docs, p.tfs
+    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, s.docs, s.total_length, q.lexemes,
+           p.lexeme, p.df, p.docs, p.tfs
     FROM vecdash_bm25_packed_state s
-    JOIN vecdash_bm25_writes w ON w.relid = s.relid AND w.writes = s.writes
+    LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
     CROSS JOIN (SELECT coalesce(array_agg(DISTINCT u.lexeme ORDER BY u.lexeme), '{}') AS lexemes
                 FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) q
     LEFT JOIN vecdash_bm25_packed p ON p.relid = s.relid AND p.lexeme = ANY(q.lexemes)
+                                       AND w.writes IS NOT DISTINCT FROM s.writes
     WHERE s.relid = %(relid)s
     ORDER BY p.lexeme"""
+# What packed_bm25 returns for a snapshot that a write has made stale.
+STALE = "stale"
 
 
 @dataclass(frozen=True)
@@ -240,14 +244,17 @@ def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows:
 
 def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: int, query: str,
                 *, candidates: int, k1: float, b: float,
-                max_lexemes: int | None) -> PackedArm | None:
-    """The BM25 top ``candidates`` from the snapshot, or None when there is no current one (or
-    the query has more than ``max_lexemes`` lexemes in the collection: the exact path caps them)."""
+                max_lexemes: int | None) -> PackedArm | str | None:
+    """The BM25 top ``candidates`` from the snapshot; STALE when a write made it stale; None when
+    there is none (or the query has more than ``max_lexemes`` lexemes in the collection: the
+    exact path caps them)."""
     rows = _read(conn, _READ, {"cfg": collection.text_config, "q": query, "relid": relid})
     if not rows:
         return None
-    token, docs, total_length, lexemes = rows[0][0], int(rows[0][1]), float(rows[0][2]), rows[0][3]
-    found = [r for r in rows if r[4] is not None]
+    if not rows[0][0]:
+        return STALE
+    token, docs, total_length, lexemes = rows[0][1], int(rows[0][2]), float(rows[0][3]), rows[0][4]
+    found = [r for r in rows if r[5] is not None]
     if max_lexemes is not None and len(found) > max_lexemes:
         return None
     if not found or docs == 0:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from vecdash.bm25.packed import packed_bm25
+from vecdash.bm25.packed import STALE, PackedArm, packed_bm25
 from vecdash.bm25.postings import (
     DRIFT_REBUILD,
     forget_all_cached,
@@ -121,11 +121,16 @@ def fetch_candidates(
     rankers: tuple[KeywordRanker, ...] = tuple(dict.fromkeys(keyword_rankers))
     relid = ensure_bm25(conn, c) if rankers else None
     on_the_fly = "bm25" in rankers and relid is None
+    stale_note = None
     if relid is not None and rankers == ("bm25",) and prune and not flt.active:
         packed = _from_packed(conn, c, query, vector, relid, flt, candidates=candidates, k1=k1,
                               b=b, max_lexemes=max_lexemes)
-        if packed is not None:
+        if isinstance(packed, Candidates):
             return packed
+        if packed == STALE:
+            stale_note = (f"BM25 scored the matching rows (exact, slower): {c.name!r} was written "
+                          "since its packed postings were built. The next load rebuilds them, "
+                          f"or `python -m vecdash postings --pack --collection {c.name}`.")
     kept = relid is not None and "bm25" in rankers and postings_relid(conn, c) == relid
     if kept and prune and rankers == ("bm25",) and not flt.active and (k1, b) == (
             DEFAULT_K1, DEFAULT_B):
@@ -154,7 +159,7 @@ def fetch_candidates(
             scores["bm25"] = _exact_bm25_top(conn, first, scores["bm25"], theta=pruning[0])
     columns = _columns(c.metric, arms, scores)
     notes = _notes(c, lexemes, cap, stored=terms is not None, on_the_fly=on_the_fly,
-                   rankers=rankers)
+                   rankers=rankers) + ([stale_note] if stale_note else [])
     if kept and prune:
         why = ("filters" if flt.active else
                f"k1={k1:g}, b={b:g}" if (k1, b) != (DEFAULT_K1, DEFAULT_B) else
@@ -169,13 +174,13 @@ def fetch_candidates(
 def _from_packed(conn: psycopg.Connection[Any], c: Collection, query: str,
                  vector: Sequence[float] | np.ndarray | None, relid: int, flt: SearchFilters, *,
                  candidates: int, k1: float, b: float,
-                 max_lexemes: int | None) -> Candidates | None:
+                 max_lexemes: int | None) -> Candidates | str | None:
     """BM25 from the collection's packed postings (vecdash.bm25.packed) and the semantic arm in
-    its own statement; None when there is no current snapshot (the exact path then)."""
+    its own statement; STALE or None when there is no current snapshot (the exact path then)."""
     packed = packed_bm25(conn, c, relid, query, candidates=candidates, k1=k1, b=b,
                          max_lexemes=max_lexemes)
-    if packed is None:
-        return None
+    if not isinstance(packed, PackedArm):
+        return packed
     arms, scores = ["bm25"], {"bm25": dict(packed.scores)}
     if vector is not None:
         sem_arms, rows = arm_rows(conn, ArmQuery(
