@@ -437,6 +437,8 @@ def stop(data_dir: Path) -> None:
     with _lock:
         if _running.pop(pgdata, None) is None:
             return
+        if not pgdata.is_dir():  # removed under the running server (a temporary directory)
+            return
         account = _server_account()
         with _data_dir_lock(data_dir):
             others = [p for p in _live_handles(pgdata) if p != os.getpid()]

@@ -47,13 +47,14 @@ _DDL: LiteralString = """
         relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, df integer NOT NULL,
         docs bytea NOT NULL, tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme));
     ALTER TABLE vecdash_bm25_packed ALTER docs SET STORAGE EXTERNAL,
-        ALTER tfs SET STORAGE EXTERNAL;
+        ALTER tfs SET STORAGE EXTERNAL, ALTER docs SET STATISTICS 0, ALTER tfs SET STATISTICS 0;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_packed_state (
         relid oid PRIMARY KEY, writes bigint NOT NULL, docs bigint NOT NULL,
         total_length float8 NOT NULL, ids bytea NOT NULL, lengths bytea NOT NULL,
         token text NOT NULL);
     ALTER TABLE vecdash_bm25_packed_state ALTER ids SET STORAGE EXTERNAL,
-        ALTER lengths SET STORAGE EXTERNAL;
+        ALTER lengths SET STORAGE EXTERNAL, ALTER ids SET STATISTICS 0,
+        ALTER lengths SET STATISTICS 0;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_writes (relid oid PRIMARY KEY,
                                                     writes bigint NOT NULL);
     CREATE OR REPLACE FUNCTION vecdash_bm25_count_write() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -69,6 +70,8 @@ _TRIGGERS: tuple[LiteralString, ...] = (
     "CREATE OR REPLACE TRIGGER vecdash_bm25_writes_trunc AFTER TRUNCATE ON {table} "
     "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_count_write()",
 )
+# (The byte strings are stored uncompressed, so a search reads them without decompressing, and
+# without statistics, so an ANALYZE, autovacuum's too, does not read megabytes of them.)
 # Ids as int8, frequencies as int2 (a tsvector keeps at most 256 positions per lexeme), in id
 # order; lengths as in the statistics (token positions, a lexeme without positions counting 1);
 # the document count and total length are the statistics' own, so idf and the average length
@@ -156,6 +159,10 @@ def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
             conn.execute(sql.SQL(_PACK).format(table=collection.table), params)
             conn.execute(sql.SQL(_STATE).format(
                 table=collection.table, length=sql.SQL(TSV_LENGTH.format("t.tsv"))), params)
+        if conn.autocommit:
+            # The previous snapshot's rows are dead now: vacuum them at once (and set the
+            # visibility map), rather than leave autovacuum to do it while searches run.
+            conn.execute("VACUUM (ANALYZE) vecdash_bm25_packed, vecdash_bm25_packed_state")
     return True
 
 
