@@ -348,7 +348,7 @@ def main() -> int:
                   "sentence, up to 8 words; relevant: that passage):")
             known_texts = [realtext.query_text(docs[i]) for i in known]
             quality(conn, real, known_texts, embedder.embed(known_texts),
-                    [{f"d{i}": 1} for i in known], embedder, "real text, exact BM25")
+                    [{f"d{i}": 1} for i in known], embedder, "real text, BM25 from packed postings")
 
             big, built = build_big(conn, args.rows)
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(big.table)).fetchone()[0]
