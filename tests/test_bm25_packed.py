@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from tests.test_postings import QUERIES, WORDS, exact, load
+from tests.test_postings import QUERIES, WORDS, demo_copy, exact, load
 from vecdash.bm25 import packed
 from vecdash.bm25.packed import build_packed, packed_is_current
 from vecdash.collections import Collection, create_collection, drop_collection, get_collection
@@ -70,12 +70,8 @@ def test_packed_top_equals_exact(conn: Any, corpus: Collection, candidates: int,
 
 
 def test_packed_on_the_demo(conn: Any, demo: Collection, unique_name: str) -> None:
-    c = create_collection(conn, unique_name, dimension=demo.dimension, embedder="none",
-                          model="x")
+    c = demo_copy(conn, demo, unique_name)
     try:
-        conn.execute(sql.SQL("INSERT INTO {} (external_id, title, content, content_hash, "
-                             "embedding) SELECT external_id, title, content, content_hash, "
-                             "embedding FROM {}").format(c.table, demo.table))
         assert build_packed(conn, c)
         queries = [q.text for q in demo_queries()]
         assert_same_top(conn, c, queries, 100)

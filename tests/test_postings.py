@@ -145,15 +145,20 @@ def test_postings_follow_writes_and_drift(conn: Any, corpus: Collection) -> None
     assert_same_top(conn, corpus, QUERIES, 20)
 
 
+def demo_copy(conn: Any, demo: Collection, name: str) -> Collection:
+    """The demo's passages and vectors in a collection of their own (plain SQL, no load)."""
+    c = create_collection(conn, name, dimension=demo.dimension, embedder="none", model="x")
+    conn.execute(sql.SQL("INSERT INTO {} (external_id, title, content, content_hash, "
+                         "embedding) SELECT external_id, title, content, content_hash, "
+                         "embedding FROM {}").format(c.table, demo.table))
+    return c
+
+
 def test_postings_on_the_demo(conn: Any, demo: Collection, unique_name: str) -> None:
     """The demo's passages in a collection of their own with postings: every labeled query's
     top 100 as the exact path gives it."""
-    c = create_collection(conn, unique_name, dimension=demo.dimension, embedder="none",
-                          model="x")
+    c = demo_copy(conn, demo, unique_name)
     try:
-        conn.execute(sql.SQL("INSERT INTO {} (external_id, title, content, content_hash, "
-                             "embedding) SELECT external_id, title, content, content_hash, "
-                             "embedding FROM {}").format(c.table, demo.table))
         enable_postings(conn, c)
         queries = [q.text for q in demo_queries()]
         assert len(queries) > 50
