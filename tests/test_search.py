@@ -78,3 +78,24 @@ def test_halfvec_collection_search(conn: Any, unique_name: str) -> None:
         assert semantic_search(conn, c, vecs[2], k=1)["external_id"].iloc[0] == "h2"
     finally:
         drop_collection(conn, unique_name)
+
+
+def test_arm_ranks_break_ties_as_the_sql_does(conn: Any, unique_name: str) -> None:
+    """Twelve documents tie for the keyword "alpha": the SQL arm keeps ids 1-10 at depth 10
+    (ORDER BY score, id), and the ranks of a deeper fetch must put the same ten first (ordered as
+    text, "10" came before "2": a shallower depth cut from a deeper fetch then differed)."""
+    from vecdash.search import fetch_candidates
+
+    c = create_collection(conn, unique_name, dimension=2, metric="l2", embedder="none",
+                          model="x")
+    try:
+        ingest_records(conn, c, [Record(f"alpha w{i}", embedding=[1.0, float(i)])
+                                 for i in range(12)])
+        shallow = fetch_candidates(conn, c, "alpha", None, candidates=10,
+                                   keyword_rankers=("bm25",))
+        deep = fetch_candidates(conn, c, "alpha", None, candidates=100, keyword_rankers=("bm25",))
+        top = {k for k, r in zip(deep.columns["key"], deep.columns["bm25_rank"], strict=True)
+               if r <= 10}
+        assert top == set(shallow.columns["key"]) and len(top) == 10
+    finally:
+        drop_collection(conn, unique_name)

@@ -320,9 +320,11 @@ def _columns(metric: str, arms: list[str],
     """``Candidates.columns`` from each arm's scores (keys in order of first appearance)."""
     keys = list(dict.fromkeys(key for arm in arms for key in scores[arm]))
     ids = np.array([str(key) for key in keys], dtype=object)
-    id_rank = id_ranks(ids)
     key_array = np.empty(len(keys), dtype=object)
     key_array[:] = keys
+    # Ties within an arm in the order its SQL breaks them (ORDER BY score, id: 9 before 10), so
+    # the top n of a deeper fetch is the top n fetched at depth n.
+    id_rank = id_ranks(key_array)
     columns: dict[str, np.ndarray] = {"key": key_array, "id": ids}
     nan = np.full(len(keys), np.nan)
     columns.update(distance=nan, semantic_score=nan, semantic_rank=nan)
