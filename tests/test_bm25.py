@@ -93,7 +93,7 @@ def check_scores(conn: Any, c: Collection, docs: dict[str, dict[str, int]], *,
         for doc_id, score in expected.items():
             assert sql_scores[doc_id] == pytest.approx(score, abs=1e-6), (q, doc_id)
             compared += 1
-        order = sorted(expected, key=lambda d: (-expected[d], d))
+        order = sorted(expected, key=lambda d: (-expected[d], int(d)))  # ties by id, as the SQL
         assert list(got.sort_values("bm25_rank")["id"]) == order
     return compared
 
