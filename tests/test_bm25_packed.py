@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from tests.test_postings import QUERIES, WORDS, demo_copy, exact, load
+from tests.test_postings import QUERIES, WORDS, demo_copy, exact, from_postings, load
 from vecdash.bm25 import packed
 from vecdash.bm25.packed import build_packed, packed_is_current
 from vecdash.collections import Collection, create_collection, drop_collection, get_collection
@@ -23,30 +23,15 @@ from vecdash.search import fetch_candidates
 
 def from_packed(conn: Any, c: Collection, query: str, candidates: int,
                 **kwargs: Any) -> list[tuple[Any, float]]:
-    got = fetch_candidates(conn, c, query, None, candidates=candidates,
-                           keyword_rankers=("bm25",), **kwargs)
-    assert got.work.get("path") == "packed postings", (query, got.work)
-    col = got.columns
-    return sorted(((k, float(s)) for k, s in zip(col["key"], col["bm25_score"], strict=True)),
-                  key=lambda kv: (-kv[1], kv[0]))
-
-
-def exact_at(conn: Any, c: Collection, query: str, candidates: int,
-             **kwargs: Any) -> list[tuple[Any, float]]:
-    if not kwargs:
-        return exact(conn, c, query, candidates)
-    got = fetch_candidates(conn, c, query, None, candidates=candidates,
-                           keyword_rankers=("bm25",), prune=False, **kwargs)
-    col = got.columns
-    pairs = [(k, float(s)) for k, s in zip(col["key"], col["bm25_score"], strict=True)
-             if not np.isnan(s)]
-    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))
+    got, work = from_postings(conn, c, query, candidates, **kwargs)
+    assert work.get("path") == "packed postings", (query, work)
+    return got
 
 
 def assert_same_top(conn: Any, c: Collection, queries: list[str], candidates: int,
                     **kwargs: Any) -> None:
     for q in queries:
-        want = exact_at(conn, c, q, candidates, **kwargs)
+        want = exact(conn, c, q, candidates, **kwargs)
         got = from_packed(conn, c, q, candidates, **kwargs)
         assert [k for k, _ in got] == [k for k, _ in want], q
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-9), q

@@ -31,9 +31,10 @@ WORDS = ("bread yeast flour rise dough oven crust starter rope knot kettle water
          "butter milk egg loaf bake proof warm cold fresh dry wet").split()
 
 
-def exact(conn: Any, c: Collection, query: str, candidates: int) -> list[tuple[Any, float]]:
+def exact(conn: Any, c: Collection, query: str, candidates: int,
+          **kwargs: Any) -> list[tuple[Any, float]]:
     got = fetch_candidates(conn, c, query, None, candidates=candidates,
-                           keyword_rankers=("bm25",), prune=False)
+                           keyword_rankers=("bm25",), prune=False, **kwargs)
     assert not got.work  # the reference never reads postings
     return _top(got.columns)
 

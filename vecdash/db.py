@@ -381,6 +381,13 @@ def sibling_connection(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]
     return other
 
 
+def outside_transaction(conn: psycopg.Connection[Any]) -> bool:
+    """Whether each statement on ``conn`` commits on its own: autocommit, no transaction open
+    (so a transaction begun here is its own, with its own isolation level, and a failed
+    statement aborts nothing of the caller's)."""
+    return conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 def relation_exists(conn: psycopg.Connection[Any], name: str, schema: str | None = None) -> bool:
     """True when a table (or view, index...) of that name exists: in ``schema``, or where the
     search path finds it. The one way vecdash asks, so quoting and schemas behave the same."""

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from vecdash.bm25.statistics import DEFAULT_B, DEFAULT_K1
 from vecdash.collections import Collection
+from vecdash.db import outside_transaction
 from vecdash.embedders import Embedder
 from vecdash.errors import InvalidInput
 from vecdash.indexes.explain import SemanticServing, semantic_serving
@@ -200,7 +201,7 @@ def _exact_semantic(conn: psycopg.Connection[Any], exact: bool) -> Iterator[None
     if not exact:
         yield
         return
-    idle = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    idle = outside_transaction(conn)
     with conn.transaction():
         if idle:  # a snapshot of its own, as fetch_candidates takes when it opens the transaction
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

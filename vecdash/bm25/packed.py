@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
-from vecdash.db import relation_exists, require_writable
+from vecdash.db import outside_transaction, relation_exists, require_writable
 from vecdash.errors import InvalidInput
 from vecdash.statement_timeout import without_statement_timeout
 
@@ -171,21 +171,12 @@ def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> l
     role may not read them). In autocommit one statement needs no transaction (no round trips
     for BEGIN / COMMIT); inside the caller's transaction a savepoint keeps a failure local."""
     try:
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if outside_transaction(conn):
             return conn.execute(query, params, binary=True).fetchall()
         with conn.transaction():
             return conn.execute(query, params, binary=True).fetchall()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
         return None
-
-
-def packed_is_current(conn: psycopg.Connection[Any], collection: Collection) -> bool:
-    """Whether the collection has a snapshot that no write has made stale."""
-    rows = _read(conn,
-                 "SELECT 1 FROM vecdash_bm25_packed_state s JOIN vecdash_bm25_writes w "
-                 "ON w.relid = s.relid AND w.writes = s.writes WHERE s.relid = to_regclass(%s)",
-                 (collection.table.as_string(conn),))
-    return bool(rows)
 
 
 @dataclass(frozen=True)
@@ -214,6 +205,12 @@ def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> Pack
     return PackedStatus(bool(current), int(lexemes), int(size))
 
 
+def packed_is_current(conn: psycopg.Connection[Any], collection: Collection) -> bool:
+    """Whether the collection has a snapshot that no write has made stale."""
+    status = packed_status(conn, collection)
+    return status is not None and status.current
+
+
 def describe_packed(name: str, status: PackedStatus | None) -> str:
     """One line on a collection's snapshot, for the command line."""
     if status is None:
@@ -238,8 +235,8 @@ def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows:
     """Rebuild the snapshot after a load that left about ``rows`` rows, from PACKED_MIN_ROWS up,
     on a connection in autocommit (the build needs transactions of its own); whether it did. A
     failed build costs only speed: the load stands and the exact path answers."""
-    if (rows < PACKED_MIN_ROWS or not supports_stored_stats(collection) or not conn.autocommit
-            or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
+    if rows < PACKED_MIN_ROWS or not supports_stored_stats(collection) or (
+            not outside_transaction(conn)):
         return False
     try:
         return build_packed(conn, collection)

@@ -29,6 +29,7 @@ from vecdash.bm25.pruning import (
     term_stats,
 )
 from vecdash.bm25.statistics import DEFAULT_B, DEFAULT_K1, check_parameters, ensure_bm25
+from vecdash.db import outside_transaction
 from vecdash.errors import InvalidInput
 from vecdash.search.arms import ArmQuery, KeywordRanker, arm_rows, check_keyword_ranker
 from vecdash.search.filters import SearchFilters
@@ -233,7 +234,7 @@ def _check_options(candidates: int, keyword_rankers: Sequence[str]) -> None:
 def _one_snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Run the enclosed reads in one REPEATABLE READ, read-only transaction, unless ``conn`` is
     not in autocommit mode or is in a transaction already (the caller's then applies)."""
-    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if not outside_transaction(conn):
         yield
         return
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
