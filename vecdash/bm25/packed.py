@@ -158,7 +158,7 @@ def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
             params = {"relid": relid, "writes": writes, "token": uuid.uuid4().hex}
             conn.execute(sql.SQL(_PACK).format(table=collection.table), params)
             conn.execute(sql.SQL(_STATE).format(
-                table=collection.table, length=sql.SQL(TSV_LENGTH.format("t.tsv"))), params)
+                table=collection.table, length=sql.SQL(TSV_LENGTH).format(sql.SQL("t.tsv"))), params)
         if conn.autocommit:
             # The previous snapshot's rows are dead now: vacuum them at once (and set the
             # visibility map), rather than leave autovacuum to do it while searches run.
