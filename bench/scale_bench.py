@@ -14,15 +14,20 @@ embed_cached; pass --embed to let this run embed them, about 36 minutes on 2 cor
 
 Per size, in one run on one server with the same settings:
 - ingest: vecdash.ingest.ingest_records of precomputed vectors, batches of 5,000, the GIN index
-  and the BM25 triggers kept during the load: the rate of the whole load, and the rate "at" that
-  size: 20,000 more rows (a fifth of the small size at most) appended to the full table with its
-  HNSW index, without and then with BM25 postings (vecdash.bm25.postings, enabled by a backfill,
-  timed); the appended rows are deleted again (this runs last);
+  and the BM25 triggers kept during the load (which ends with the packed postings' build): the
+  rate of the whole load, and the rate "at" that size: 20,000 more rows (a fifth of the small
+  size at most) appended to the full table with its HNSW index, without and with the update of
+  the packed postings that ends a load (a segment of the new rows, timed on its own after the
+  rows are written, so both rates come from one append); the appended rows are deleted again
+  (the delete rebuilds the packed postings whole: timed), and with --impact-postings the
+  opt-in impact-ordered postings are timed too (vecdash.bm25.postings: backfill, append,
+  searches; minutes at 1M). This runs last;
 - HNSW (m=16, ef_construction=64, cosine) build time with maintenance_work_mem set from the
   table's size, one extra parallel worker, and the index's size (the graph's memory is about its
   size; pgvector's notice, if the graph outgrew maintenance_work_mem, is printed);
 - semantic / BM25 / hybrid p50 and p95 (vecdash.search functions; query embedding excluded; after
-  one untimed pass, as search_bench does);
+  one untimed pass, as search_bench does): BM25 and hybrid from the packed postings (as after a
+  load), then by the exact path (the snapshot dropped), then the snapshot's whole build, timed;
 - Index Lab ground truth: the exact top-10 of 50 queries (vecdash.indexes.exact_neighbours);
 - the first map: a 5,000-point sample (vecdash.projection.sample_vectors) and its UMAP;
 - each page's first render (Home, Search, Quality Lab, Index Lab, Embedding Map) under
@@ -56,6 +61,7 @@ from psycopg import sql  # noqa: E402
 from search_bench import percentiles as timed_percentiles  # noqa: E402
 
 from vecdash import db  # noqa: E402
+from vecdash.bm25 import packed  # noqa: E402
 from vecdash.collections import create_collection, drop_collection, get_collection  # noqa: E402
 from vecdash.config import Settings  # noqa: E402
 from vecdash.embedders import LocalEmbedder  # noqa: E402
@@ -242,10 +248,37 @@ def append_rate(conn: Any, c: Any, records: list[Record]) -> float:
     seconds = time.perf_counter() - started
     if report.inserted != len(records):
         raise SystemExit(f"{c.name}: appended {report.inserted:,} of {len(records):,}: {report}")
-    # deleted again so a --data-dir rerun finds the collection whole (autovacuum reclaims them;
-    # this runs last, after every other figure)
-    delete_documents(conn, c, [r.external_id for r in records if r.external_id])
     return len(records) / seconds
+
+
+def delete_appended(conn: Any, c: Any, records: list[Record]) -> float:
+    """Seconds to delete the appended rows again (so a --data-dir rerun finds the collection
+    whole; autovacuum reclaims them), the packed postings' rebuild after it included."""
+    started = time.perf_counter()
+    delete_documents(conn, c, [r.external_id for r in records if r.external_id])
+    return time.perf_counter() - started
+
+
+def append_figures(conn: Any, c: Any, records: list[Record]) -> dict[str, float]:
+    """Appending to the full table with its HNSW index, the packed postings current: the load
+    with its own update of them held back, then that update (a segment of the new rows) timed
+    on its own, so the rates with and without it come from one append; then the delete, which
+    rebuilds them whole."""
+    if not packed.packed_is_current(conn, c):
+        packed.build_packed(conn, c)
+    kept, packed.PACKED_MIN_ROWS = packed.PACKED_MIN_ROWS, 2**62
+    try:
+        load_s = len(records) / append_rate(conn, c, records)
+    finally:
+        packed.PACKED_MIN_ROWS = kept
+    started = time.perf_counter()
+    packed.update_packed(conn, c)  # what the load does at its end
+    segment_s = time.perf_counter() - started
+    status = packed.packed_status(conn, c)
+    if status is None or not status.current or status.segments < 2:
+        print(f"  warning: {c.name}: the append did not add a segment: {status}", flush=True)
+    return {"append": len(records) / load_s, "append_packed": len(records) / (load_s + segment_s),
+            "segment_s": segment_s, "delete_rebuild_s": delete_appended(conn, c, records)}
 
 
 def with_postings(conn: Any, c: Any, records: list[Record], texts: list[str],
@@ -258,6 +291,7 @@ def with_postings(conn: Any, c: Any, records: list[Record], texts: list[str],
     enable_postings(conn, c)
     out = {"postings_backfill_s": time.perf_counter() - started,
            "append_postings": append_rate(conn, c, records)}
+    delete_appended(conn, c, records)
     found = search_figures(conn, c, texts, vectors, embedder, repeat, arms=("bm25", "hybrid"))
     for arm, (p50, p95) in found.items():
         out[f"{arm}_postings_p50"], out[f"{arm}_postings_p95"] = p50, p95
@@ -348,7 +382,14 @@ def table(sizes: list[int], figures: list[dict[str, float]]) -> None:
         print(f"| {label} | {a:{fmt}} {unit} | {b:{fmt}} {unit} | {ratio:.2f}x | {verdict} |")
 
     row("ingest, whole load", "rate", "rows/s", None, fmt=",.0f")
-    row("ingest, rows appended to the full table", "append", "rows/s", 0.8, True, ",.0f")
+    row("ingest, rows appended to the full table (packed postings kept: a segment added)",
+        "append_packed", "rows/s", 0.8, True, ",.0f")
+    row("ingest, rows appended to the full table (no packed postings)", "append", "rows/s", 0.8,
+        True, ",.0f")
+    row("packed postings, whole build", "packed_build_s", "s", None)
+    row("packed postings, the appended rows' segment", "segment_s", "s", None, fmt=".2f")
+    row("deleting the appended rows (packed postings rebuilt whole)", "delete_rebuild_s", "s",
+        None)
     row("ingest with postings, appended to the full table", "append_postings", "rows/s", 0.8,
         True, ",.0f")
     row("postings backfill (enable_postings on the full table)", "postings_backfill_s", "s",
@@ -356,8 +397,12 @@ def table(sizes: list[int], figures: list[dict[str, float]]) -> None:
     row("HNSW build (m=16, ef_construction=64, 1 extra worker)", "hnsw_s", "s", None)
     row("HNSW index size (~ graph memory)", "hnsw_mb", "MB", None, fmt=",.0f")
     row("maintenance_work_mem given", "mwm_mb", "MB", None, fmt=",.0f")
-    for arm in ("semantic", "bm25", "hybrid", "bm25_postings", "hybrid_postings"):
-        label = arm.replace("_postings", " (postings)")
+    for arm in ("semantic", "bm25", "hybrid", "bm25_exact", "hybrid_exact", "bm25_postings",
+                "hybrid_postings"):
+        label = arm.replace("_postings", " (impact-ordered postings)").replace(
+            "_exact", " (exact path)").replace("bm25", "BM25")
+        if arm in ("bm25", "hybrid"):
+            label += " (packed postings)"
         row(f"{label} p50", f"{arm}_p50", "ms", 3, fmt=".2f")
         row(f"{label} p95", f"{arm}_p95", "ms", 3, fmt=".2f")
     row("Index Lab ground truth (exact top-10, 50 queries)", "truth_s", "s", None)
@@ -379,6 +424,8 @@ def main() -> int:
     parser.add_argument("--corpus", help="a harvested docstrings-*.jsonl to use instead of "
                         "realtext.harvest() (whose cache key changes when .venv changes)")
     parser.add_argument("--no-pages", action="store_true", help="skip the page renders")
+    parser.add_argument("--impact-postings", action="store_true",
+                        help="also time the opt-in impact-ordered postings (minutes at 1M)")
     parser.add_argument("--stand-in-vectors", action="store_true",
                         help="random vectors instead of the cached embeddings: checks the "
                              "machinery only (semantic figures are not those of real vectors)")
@@ -427,9 +474,19 @@ def main() -> int:
                 c = get_collection(conn, name)
                 f = dict(saved[name])
                 print(f"{name}: searching, ground truth, first map", flush=True)
+                if not packed.packed_is_current(conn, c):
+                    packed.build_packed(conn, c)
                 for arm, (p50, p95) in search_figures(conn, c, query_texts, query_vectors,
                                                       embedder, args.repeat).items():
                     f[f"{arm}_p50"], f[f"{arm}_p95"] = p50, p95
+                packed.drop_packed(conn, c)  # the exact path, as before packed postings
+                for arm, (p50, p95) in search_figures(conn, c, query_texts, query_vectors,
+                                                      embedder, args.repeat,
+                                                      arms=("bm25", "hybrid")).items():
+                    f[f"{arm}_exact_p50"], f[f"{arm}_exact_p95"] = p50, p95
+                started = time.perf_counter()
+                packed.build_packed(conn, c)
+                f["packed_build_s"] = time.perf_counter() - started
                 f["truth_s"] = ground_truth_seconds(conn, c, query_vectors[:50])
                 f.update(map_figures(conn, c))
                 figures.append(f)
@@ -441,11 +498,12 @@ def main() -> int:
             # last: these write (appended rows deleted again, postings built and dropped)
             for name, f in zip(names, figures, strict=True):
                 c = get_collection(conn, name)
-                print(f"{name}: appending {len(appended):,} rows, without and with postings",
-                      flush=True)
-                f["append"] = append_rate(conn, c, appended)
-                f.update(with_postings(conn, c, appended, query_texts, query_vectors, embedder,
-                                       args.repeat))
+                print(f"{name}: appending {len(appended):,} rows, with and without packed "
+                      "postings", flush=True)
+                f.update(append_figures(conn, c, appended))
+                if args.impact_postings:
+                    f.update(with_postings(conn, c, appended, query_texts, query_vectors,
+                                           embedder, args.repeat))
         print(f"\n{len(query_texts)} queries (held-out first sentences, 8 words), "
               f"{args.repeat} timed passes after one untimed; noise sigma {NOISE}; pages under "
               "AppTest in this process (Map with its projection stored)")

@@ -115,6 +115,81 @@ def test_a_load_or_a_delete_rebuilds_it_on_a_large_collection(
         drop_collection(conn, unique_name)
 
 
+def segments(conn: Any, c: Collection) -> int:
+    status = packed.packed_status(conn, c)
+    assert status is not None and status.current
+    return status.segments
+
+
+def test_loads_that_only_add_rows_extend_it_segment_by_segment(
+        conn: Any, corpus: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load adds a segment of its rows (not a build over the table), exact as before;
+    past MAX_SEGMENTS the segments are merged into one."""
+    monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
+    monkeypatch.setattr(packed, "MAX_SEGMENTS", 3)
+    rng = np.random.default_rng(5)
+    assert segments(conn, corpus) == 1
+    for n, want in [(50, 2), (1, 3), (80, 1), (40, 2)]:
+        start = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(corpus.table)
+                                 ).fetchone()[0])
+        load(conn, corpus, rng, n, start=start)
+        assert segments(conn, corpus) == want, n
+        assert_same_top(conn, corpus, QUERIES, 40)
+    assert_same_top(conn, corpus, QUERIES[:3], 40, k1=0.7, b=0.2)
+    # nothing written since: an update does nothing
+    token = conn.execute("SELECT token FROM vecdash_bm25_packed_state WHERE relid = %s::regclass",
+                         (corpus.table.as_string(conn),)).fetchone()
+    assert packed.update_packed(conn, corpus)
+    assert conn.execute("SELECT token FROM vecdash_bm25_packed_state WHERE relid = "
+                        "%s::regclass", (corpus.table.as_string(conn),)).fetchone() == token
+
+
+@pytest.mark.parametrize("write", [
+    "UPDATE {t} SET content = 'bread bread bread' WHERE id = (SELECT min(id) FROM {t})",
+    "DELETE FROM {t} WHERE id = (SELECT min(id) + 7 FROM {t})",
+    # an id below the snapshot's highest, in a gap: an insert, but not above what it holds
+    "INSERT INTO {t} (id, external_id, content, content_hash, embedding) OVERRIDING SYSTEM VALUE "
+    "VALUES "
+    "((SELECT max(id) - 1 FROM {t}), 'gap', 'bread yeast yeast', 'h-gap', '[1,0,0,0]')",
+])
+def test_after_any_other_write_the_next_load_builds_it_whole(
+        conn: Any, corpus: Collection, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
+    monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
+    # make a gap below the highest id for the insert to fill
+    conn.execute(sql.SQL("DELETE FROM {t} WHERE id = (SELECT max(id) - 1 FROM {t})").format(
+        t=corpus.table))
+    assert build_packed(conn, corpus)
+    conn.execute(sql.SQL(write).format(t=corpus.table))
+    load(conn, corpus, np.random.default_rng(6), 30, start=600)
+    assert segments(conn, corpus) == 1
+    assert_same_top(conn, corpus, QUERIES, 40)
+
+
+def test_rows_written_after_a_later_load_was_packed_are_not_missed(
+        conn: Any, corpus: Collection) -> None:
+    """Ids come from the sequence as a statement runs, not as it commits: a long COPY holds ids
+    below those of a short load that commits (and is packed) first. Its rows then lie below the
+    snapshot's highest id: taken for an append they would be missed; the next update builds
+    it whole."""
+    sequence = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')",
+                            (corpus.table.as_string(conn),)).fetchone()[0]
+    held = [conn.execute("SELECT nextval(%s)", (sequence,)).fetchone()[0] for _ in range(5)]
+    columns = sql.SQL("INSERT INTO {} (external_id, content, content_hash, embedding, id) "
+                      ).format(corpus.table)
+    late = conn.execute(columns + sql.SQL("VALUES ('late', 'quokka bread', 'h-late', "
+                                          "'[1,0,0,0]', DEFAULT) RETURNING id")).fetchone()[0]
+    assert packed.update_packed(conn, corpus) and segments(conn, corpus) == 2
+    for i, id_ in enumerate(held):
+        conn.execute(columns + sql.SQL("OVERRIDING SYSTEM VALUE VALUES (%s, 'quokka "
+                                       "bread', %s, '[1,0,0,0]', %s)"),
+                     (f"early{i}", f"h-early{i}", id_))
+    assert not packed_is_current(conn, corpus)
+    assert packed.update_packed(conn, corpus) and segments(conn, corpus) == 1
+    assert_same_top(conn, corpus, QUERIES[:3], 40)
+    got = {k for k, _ in from_packed(conn, corpus, "quokka", 10)}
+    assert got == {*held, late}
+
+
 def test_filters_and_long_queries_take_the_exact_path(conn: Any, corpus: Collection) -> None:
     got = fetch_candidates(conn, corpus, "bread yeast", None, keyword_rankers=("bm25",),
                            filters={"categories": ("x",)})

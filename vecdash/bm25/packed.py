@@ -1,17 +1,20 @@
 """Packed BM25 postings: a snapshot of a managed collection's keyword index that one statement
 reads and numpy scores, exactly as the SQL arms score (same top and scores, ties by id).
 
-Per lexeme one row holds every document that has it, as two byte strings (document ids, term
-frequencies); one more row holds every document's length. A keyword search reads the rows of
+Per lexeme and segment one row holds the documents that have it, as two byte strings (document
+ids, term frequencies); one more row holds every document's length. A keyword search reads the rows of
 its query's lexemes (tens of kilobytes for a typical query on 100,000 rows) and adds up each
 lexeme's BM25 part per document in an array indexed by id: no row of the collection is read,
 and any k1 / b is exact, since frequencies and lengths are stored rather than impacts.
 
-The snapshot is rebuilt after a load (collections of PACKED_MIN_ROWS rows and more) or on
-request, in one REPEATABLE READ transaction that locks nothing. It is valid while the table is
-not written: a statement-level trigger counts every write to the table (vecdash's or anyone
-else's) in vecdash_bm25_writes, the snapshot stores the count it was built at, and a search
-uses it only while the two agree; otherwise the exact path answers.
+The snapshot is built on request or after a load (collections of PACKED_MIN_ROWS rows and more),
+in one REPEATABLE READ transaction that locks nothing. It is valid while the table is not
+written: triggers count every write to the table (vecdash's or anyone else's, see
+vecdash.bm25.write_log), the snapshot stores the count it was built at, and a search uses it only
+while the two agree; otherwise the exact path answers. After a load that only added rows (ids
+above the snapshot's highest) the snapshot takes them in as one more segment, at the cost of the
+new rows rather than of the table; past MAX_SEGMENTS the segments are merged from their bytes;
+after any other write (an update, a delete) it is built again from all rows.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
+from vecdash.bm25.write_log import forget_writes_up_to, install_write_log, writes_since
 from vecdash.db import outside_transaction, relation_exists, require_writable
 from vecdash.errors import InvalidInput
 from vecdash.statement_timeout import without_statement_timeout
@@ -42,55 +46,61 @@ PACKED_MIN_ROWS = 20_000
 MAX_ID_PER_ROW = 4
 MAX_ID_SLACK = 1_000_000
 
+# Tables of the first packed postings (one snapshot, no segments) are dropped and rebuilt.
 _DDL: LiteralString = """
+    DO $$ BEGIN
+        IF to_regclass('vecdash_bm25_packed_state') IS NOT NULL AND NOT EXISTS (
+                SELECT FROM pg_attribute WHERE attname = 'max_id'
+                AND attrelid = to_regclass('vecdash_bm25_packed_state')) THEN
+            DROP TABLE vecdash_bm25_packed, vecdash_bm25_packed_state;
+        END IF;
+    END $$;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_packed (
-        relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, df integer NOT NULL,
-        docs bytea NOT NULL, tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme));
+        relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, segment integer NOT NULL,
+        df integer NOT NULL, docs bytea NOT NULL, tfs bytea NOT NULL,
+        PRIMARY KEY (relid, lexeme, segment));
     ALTER TABLE vecdash_bm25_packed ALTER docs SET STORAGE EXTERNAL,
         ALTER tfs SET STORAGE EXTERNAL, ALTER docs SET STATISTICS 0, ALTER tfs SET STATISTICS 0;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_packed_state (
         relid oid PRIMARY KEY, writes bigint NOT NULL, docs bigint NOT NULL,
-        total_length float8 NOT NULL, ids bytea NOT NULL, lengths bytea NOT NULL,
+        total_length float8 NOT NULL, max_id bigint NOT NULL, segments integer NOT NULL,
+        next_segment integer NOT NULL, ids bytea NOT NULL, lengths bytea NOT NULL,
         token text NOT NULL);
     ALTER TABLE vecdash_bm25_packed_state ALTER ids SET STORAGE EXTERNAL,
         ALTER lengths SET STORAGE EXTERNAL, ALTER ids SET STATISTICS 0,
         ALTER lengths SET STATISTICS 0;
-    CREATE TABLE IF NOT EXISTS vecdash_bm25_writes (relid oid PRIMARY KEY,
-                                                    writes bigint NOT NULL);
-    CREATE OR REPLACE FUNCTION vecdash_bm25_count_write() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO vecdash_bm25_writes AS w (relid, writes) VALUES (TG_RELID, 1)
-        ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1;
-        RETURN NULL;
-    END $$;
 """
-_TRIGGERS: tuple[LiteralString, ...] = (
-    "CREATE OR REPLACE TRIGGER vecdash_bm25_writes AFTER INSERT OR UPDATE OR DELETE ON {table} "
-    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_count_write()",
-    "CREATE OR REPLACE TRIGGER vecdash_bm25_writes_trunc AFTER TRUNCATE ON {table} "
-    "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_count_write()",
-)
 # (The byte strings are stored uncompressed, so a search reads them without decompressing, and
 # without statistics, so an ANALYZE, autovacuum's too, does not read megabytes of them.)
 # Ids as int8, frequencies as int2 (a tsvector keeps at most 256 positions per lexeme), in id
 # order; lengths as in the statistics (token positions, a lexeme without positions counting 1);
 # the document count and total length are the statistics' own, so idf and the average length
-# are the exact path's to the bit.
+# are the exact path's to the bit. A segment holds the rows with ids above %(after)s.
 _PACK: LiteralString = """
-    INSERT INTO vecdash_bm25_packed (relid, lexeme, df, docs, tfs)
-    SELECT %(relid)s, x.lexeme, count(*),
+    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, docs, tfs)
+    SELECT %(relid)s, x.lexeme, %(segment)s, count(*),
            string_agg(int8send(t.id::bigint), ''::bytea ORDER BY t.id),
            string_agg(int2send(coalesce(array_length(x.positions, 1), 1)::int2), ''::bytea
                       ORDER BY t.id)
-    FROM {table} t, unnest(t.tsv) x GROUP BY x.lexeme"""
+    FROM {table} t, unnest(t.tsv) x WHERE t.id > %(after)s GROUP BY x.lexeme"""
+# The ids and lengths of those rows, appended to the state's (ids ascending throughout).
 _STATE: LiteralString = """
-    INSERT INTO vecdash_bm25_packed_state (relid, writes, docs, total_length, ids, lengths, token)
-    SELECT %(relid)s, %(writes)s, s.docs, s.total_length,
+    INSERT INTO vecdash_bm25_packed_state AS p (relid, writes, docs, total_length, max_id,
+        segments, next_segment, ids, lengths, token)
+    SELECT %(relid)s, %(writes)s, s.docs, s.total_length, coalesce(max(d.id), %(after)s),
+           (count(d.id) > 0)::int, (count(d.id) > 0)::int,
            coalesce(string_agg(int8send(d.id::bigint), ''::bytea ORDER BY d.id), ''::bytea),
            coalesce(string_agg(int4send(d.len::int), ''::bytea ORDER BY d.id), ''::bytea),
            %(token)s
-    FROM vecdash_bm25_totals s LEFT JOIN (SELECT t.id, {length} AS len FROM {table} t) d ON true
-    WHERE s.relid = %(relid)s GROUP BY s.docs, s.total_length"""
+    FROM vecdash_bm25_totals s
+    LEFT JOIN (SELECT t.id, {length} AS len FROM {table} t WHERE t.id > %(after)s) d ON true
+    WHERE s.relid = %(relid)s GROUP BY s.docs, s.total_length
+    ON CONFLICT (relid) DO UPDATE SET
+        writes = excluded.writes, docs = excluded.docs, total_length = excluded.total_length,
+        max_id = greatest(p.max_id, excluded.max_id), segments = p.segments + excluded.segments,
+        next_segment = p.next_segment + excluded.next_segment, ids = p.ids || excluded.ids,
+        lengths = p.lengths || excluded.lengths, token = excluded.token
+    RETURNING p.segments"""
 # One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
 # (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
 _READ: LiteralString = """
@@ -103,7 +113,18 @@ _READ: LiteralString = """
     LEFT JOIN vecdash_bm25_packed p ON p.relid = s.relid AND p.lexeme = ANY(q.lexemes)
                                        AND w.writes IS NOT DISTINCT FROM s.writes
     WHERE s.relid = %(relid)s
-    ORDER BY p.lexeme"""
+    ORDER BY p.lexeme, p.segment"""
+# Every segment's rows of a lexeme in one (segments hold ascending id ranges, numbered in that
+# order, so their byte strings concatenate in id order), numbered after them.
+_MERGE: LiteralString = """
+    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, docs, tfs)
+    SELECT relid, lexeme, %(segment)s, sum(df), string_agg(docs, ''::bytea ORDER BY segment),
+           string_agg(tfs, ''::bytea ORDER BY segment)
+    FROM vecdash_bm25_packed WHERE relid = %(relid)s AND segment < %(segment)s
+    GROUP BY relid, lexeme"""
+# A load that only added rows adds a segment of them; past this many, they are merged into one
+# (from the packed bytes: no row of the table is read).
+MAX_SEGMENTS = 8
 # What packed_bm25 returns for a snapshot that a write has made stale.
 STALE = "stale"
 
@@ -120,9 +141,21 @@ class PackedArm:
 
 
 def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
-    """Build (or rebuild) the collection's snapshot; False when its ids are too sparse for it.
-    Locks nothing: writes meanwhile leave it stale, and the exact path answers until the next
-    build."""
+    """Build (or rebuild) the collection's snapshot from all its rows; False when its ids are too
+    sparse for it. Locks nothing: writes meanwhile leave it stale, and the exact path answers
+    until the next build."""
+    return _pack(conn, collection, extend=False)
+
+
+def update_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
+    """Bring the snapshot up to date at the cost of what was written since: when every write
+    since it only added rows (ids above the highest it holds), those rows become one more
+    segment (merged with the others past MAX_SEGMENTS); after any other write, or with no
+    snapshot, a whole build. False when the ids are too sparse for a snapshot."""
+    return _pack(conn, collection, extend=True)
+
+
+def _pack(conn: psycopg.Connection[Any], collection: Collection, *, extend: bool) -> bool:
     require_writable(conn)
     if not supports_stored_stats(collection):
         raise InvalidInput(f"{collection.name!r} is not a managed collection with a stored tsv "
@@ -134,35 +167,85 @@ def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
             conn.execute(_DDL)
-            present = conn.execute(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s AND tgname IN "
-                "('vecdash_bm25_writes', 'vecdash_bm25_writes_trunc')", (relid,)).fetchone()
-            if present != (len(_TRIGGERS),):  # else no lock on the table is needed
-                for trigger in _TRIGGERS:
-                    conn.execute(sql.SQL(trigger).format(table=collection.table))
-            conn.execute("INSERT INTO vecdash_bm25_writes (relid, writes) VALUES (%s, 0) "
-                         "ON CONFLICT (relid) DO NOTHING", (relid,))
-        with conn.transaction():
-            # One snapshot for the write count, the postings and the lengths.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            conn.execute("SET LOCAL work_mem = '256MB'")
-            row = conn.execute(sql.SQL("SELECT (SELECT writes FROM vecdash_bm25_writes WHERE "
-                                       "relid = %s), count(*), coalesce(max(id), 0) FROM {}")
-                               .format(collection.table), (relid,)).fetchone()
-            assert row is not None
-            writes, rows, max_id = int(row[0]), int(row[1]), int(row[2])
-            conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
-            conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
-            if max_id > MAX_ID_PER_ROW * rows + MAX_ID_SLACK:
-                return False
-            params = {"relid": relid, "writes": writes, "token": uuid.uuid4().hex}
-            conn.execute(sql.SQL(_PACK).format(table=collection.table), params)
-            conn.execute(sql.SQL(_STATE).format(
-                table=collection.table, length=sql.SQL(TSV_LENGTH).format(sql.SQL("t.tsv"))), params)
-        if conn.autocommit:
-            # The previous snapshot's rows are dead now: vacuum them at once (and set the
-            # visibility map), rather than leave autovacuum to do it while searches run.
-            conn.execute("VACUUM (ANALYZE) vecdash_bm25_packed, vecdash_bm25_packed_state")
+            install_write_log(conn, collection, relid)
+        # One builder per table at a time (a session lock: taken inside the transaction below,
+        # its snapshot would predate the other builder's commit).
+        conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK + relid,))
+        try:
+            with conn.transaction():
+                # One snapshot for the write count, the postings and the lengths.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                conn.execute("SET LOCAL work_mem = '256MB'")
+                built = _pack_in_snapshot(conn, collection, relid, extend=extend)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK + relid,))
+        if conn.autocommit and built is not None:
+            # The replaced rows are dead now: vacuum them at once (and set the visibility map),
+            # rather than leave autovacuum to do it while searches run.
+            conn.execute("VACUUM (ANALYZE) vecdash_bm25_packed, vecdash_bm25_packed_state, "
+                         "vecdash_bm25_write_log")
+    return built is not False
+
+
+_BUILD_LOCK = 0x7664_6270 << 32  # "vdbp", then the table's oid
+_NO_ID = -(2**63)  # below every id: a segment "above" it holds every row
+
+
+def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, relid: int, *,
+                      extend: bool) -> bool | None:
+    """True when built or extended, None when nothing was written since, False when the ids
+    are too sparse (the snapshot is dropped)."""
+    state = conn.execute("SELECT writes, max_id, docs, next_segment FROM "
+                         "vecdash_bm25_packed_state WHERE relid = %s", (relid,)).fetchone()
+    table = collection.table
+    if extend and state is not None:
+        writes, touched_held_rows = writes_since(conn, relid, int(state[0]), int(state[1]))
+        if not touched_held_rows:
+            if writes == int(state[0]):
+                return None
+            return _extend(conn, table, relid, writes, after=int(state[1]),
+                           segment=int(state[3]))
+    row = conn.execute(sql.SQL("SELECT (SELECT writes FROM vecdash_bm25_writes WHERE "
+                               "relid = %s), count(*), coalesce(max(id), 0) FROM {}")
+                       .format(table), (relid,)).fetchone()
+    assert row is not None
+    writes, rows, max_id = int(row[0]), int(row[1]), int(row[2])
+    conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
+    conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
+    if _too_sparse(max_id, rows):
+        forget_writes_up_to(conn, relid, writes)
+        return False
+    return _extend(conn, table, relid, writes, after=_NO_ID, segment=0)
+
+
+def _too_sparse(max_id: int, rows: int) -> bool:
+    return max_id > MAX_ID_PER_ROW * rows + MAX_ID_SLACK
+
+
+def _extend(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, writes: int, *,
+            after: int, segment: int) -> bool:
+    """Pack the rows with ids above ``after`` as segment ``segment`` and add them to the state
+    (made when there is none); past MAX_SEGMENTS, merge the segments."""
+    params = {"relid": relid, "writes": writes, "token": uuid.uuid4().hex, "after": after,
+              "segment": segment}
+    conn.execute(sql.SQL(_PACK).format(table=table), params)
+    got = conn.execute(sql.SQL(_STATE).format(
+        table=table, length=sql.SQL(TSV_LENGTH).format(sql.SQL("t.tsv"))), params).fetchone()
+    forget_writes_up_to(conn, relid, writes)
+    state = conn.execute("SELECT docs, max_id FROM vecdash_bm25_packed_state WHERE relid = %s",
+                         (relid,)).fetchone()
+    assert got is not None and state is not None
+    if _too_sparse(int(state[1]), int(state[0])):
+        conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
+        conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
+        return False
+    if int(got[0]) > MAX_SEGMENTS:
+        merged = segment + 1
+        conn.execute(_MERGE, {"relid": relid, "segment": merged})
+        conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s AND segment < %s",
+                     (relid, merged))
+        conn.execute("UPDATE vecdash_bm25_packed_state SET segments = 1, next_segment = %s "
+                     "WHERE relid = %s", (merged + 1, relid))
     return True
 
 
@@ -181,19 +264,21 @@ def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> l
 
 @dataclass(frozen=True)
 class PackedStatus:
-    """A collection's snapshot: whether no write has made it stale, its lexemes and the bytes
-    its postings and lengths take."""
+    """A collection's snapshot: whether no write has made it stale, its lexemes, the bytes
+    its postings and lengths take and the segments its loads added (merged past MAX_SEGMENTS)."""
 
     current: bool
     lexemes: int
     size_bytes: int
+    segments: int
 
 
 def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> PackedStatus | None:
     """The collection's snapshot, None when it has none."""
     rows = _read(conn, """
-        SELECT w.writes = s.writes,
-               (SELECT count(*) FROM vecdash_bm25_packed p WHERE p.relid = s.relid),
+        SELECT w.writes = s.writes, s.segments,
+               (SELECT count(DISTINCT p.lexeme) FROM vecdash_bm25_packed p
+                WHERE p.relid = s.relid),
                (SELECT coalesce(sum(octet_length(p.docs) + octet_length(p.tfs)), 0)
                 FROM vecdash_bm25_packed p WHERE p.relid = s.relid)
                + octet_length(s.ids) + octet_length(s.lengths)
@@ -201,8 +286,8 @@ def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> Pack
         WHERE s.relid = to_regclass(%s)""", (collection.table.as_string(conn),))
     if not rows:
         return None
-    current, lexemes, size = rows[0]
-    return PackedStatus(bool(current), int(lexemes), int(size))
+    current, segments, lexemes, size = rows[0]
+    return PackedStatus(bool(current), int(lexemes), int(size), int(segments))
 
 
 def packed_is_current(conn: psycopg.Connection[Any], collection: Collection) -> bool:
@@ -219,7 +304,8 @@ def describe_packed(name: str, status: PackedStatus | None) -> str:
     state = ("current: keyword search at the default settings reads them" if status.current
              else "stale (the table was written since): keyword search takes the exact path "
                   "until the next load or --pack")
-    return (f"{name}: packed BM25 postings of {status.lexemes:,} lexemes, "
+    parts = "" if status.segments <= 1 else f" in {status.segments} segments"
+    return (f"{name}: packed BM25 postings of {status.lexemes:,} lexemes{parts}, "
             f"{status.size_bytes / 1e6:.1f} MB, {state}")
 
 
@@ -232,14 +318,14 @@ def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
 
 
 def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows: int) -> bool:
-    """Rebuild the snapshot after a load that left about ``rows`` rows, from PACKED_MIN_ROWS up,
+    """Update the snapshot after a load that left about ``rows`` rows, from PACKED_MIN_ROWS up,
     on a connection in autocommit (the build needs transactions of its own); whether it did. A
     failed build costs only speed: the load stands and the exact path answers."""
     if rows < PACKED_MIN_ROWS or not supports_stored_stats(collection) or (
             not outside_transaction(conn)):
         return False
     try:
-        return build_packed(conn, collection)
+        return update_packed(conn, collection)
     except psycopg.Error as exc:
         log.warning("the packed BM25 postings of %s were not rebuilt after the load (%s); its "
                     "keyword search takes the exact path", collection.name, type(exc).__name__)
@@ -259,7 +345,10 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
         return STALE
     token, docs, total_length, lexemes = rows[0][1], int(rows[0][2]), float(rows[0][3]), rows[0][4]
     found = [r for r in rows if r[5] is not None]
-    if max_lexemes is not None and len(found) > max_lexemes:
+    df_of: dict[str, int] = {}
+    for r in found:  # a lexeme's documents, over the segments
+        df_of[r[5]] = df_of.get(r[5], 0) + int(r[6])
+    if max_lexemes is not None and len(df_of) > max_lexemes:
         return None
     if not found or docs == 0:
         return PackedArm(list(lexemes), {}, 0, 0)
@@ -270,9 +359,10 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
     norm = k1 * (1 - b + b * lengths / avglen)
     acc = np.zeros(len(lengths))
     read = 0
-    for *_, df, ids_bytes, tfs_bytes in found:
+    for *_, lexeme, _, ids_bytes, tfs_bytes in found:  # lexeme order; segments hold other ids
         ids = np.frombuffer(ids_bytes, dtype=">i8").astype(np.intp)
         tf = np.frombuffer(tfs_bytes, dtype=">i2").astype(np.float64)
+        df = df_of[lexeme]
         idf = np.log(1 + (docs - df + 0.5) / (df + 0.5))
         # the SQL arms' expression, operation for operation
         acc[ids] += idf * tf * (k1 + 1) / (tf + norm[ids])
@@ -317,7 +407,8 @@ def _lengths(conn: psycopg.Connection[Any], relid: int, token: str) -> np.ndarra
 
 def forget_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
     """For drop_collection: the snapshot and write count of a table about to go."""
-    for side in ("vecdash_bm25_packed", "vecdash_bm25_packed_state", "vecdash_bm25_writes"):
+    for side in ("vecdash_bm25_packed", "vecdash_bm25_packed_state", "vecdash_bm25_writes",
+                 "vecdash_bm25_write_log"):
         if relation_exists(conn, side):
             conn.execute(sql.SQL("DELETE FROM {} WHERE relid = to_regclass(%s)").format(
                 sql.Identifier(side)), (collection.table.as_string(conn),))

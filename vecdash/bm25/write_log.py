@@ -1,0 +1,106 @@
+"""Which writes a managed collection's table has had since a snapshot of it was taken: a
+counter of write statements and, per statement, the lowest id it wrote (vecdash.bm25.packed
+uses them to tell a snapshot that no write has touched from one that only appends have passed,
+which it can extend, and from one it must rebuild).
+
+Statement-level triggers (vecdash's loads and plain SQL alike) add one to the table's row in
+vecdash_bm25_writes and log (write number, lowest id written) in vecdash_bm25_write_log: for an
+INSERT or COPY the lowest new id, for an UPDATE the lowest old or new id, for a DELETE the lowest
+old id, for a TRUNCATE the lowest bigint (it touches everything); a statement that wrote no row
+logs nothing. The counter row is updated in the writing transaction, so writers of one table take
+their numbers in commit order and a snapshot that sees write n sees every write before it: the
+rows with ids above the highest id a snapshot held were all written by later statements.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, LiteralString
+
+import psycopg
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from vecdash.collections import Collection
+
+_COUNT_AND_LOG: LiteralString = """
+    CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE n bigint; low bigint;
+    BEGIN
+        INSERT INTO vecdash_bm25_writes AS w (relid, writes) VALUES (TG_RELID, 1)
+        ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1 RETURNING w.writes INTO n;
+        low := {lowest};
+        IF low IS NOT NULL THEN
+            INSERT INTO vecdash_bm25_write_log (relid, write, low_id) VALUES (TG_RELID, n, low);
+        END IF;
+        RETURN NULL;
+    END $$"""
+_LOWEST = {
+    "vecdash_bm25_write_insert": "(SELECT min(id) FROM vecdash_new)",
+    "vecdash_bm25_write_update": "least((SELECT min(id) FROM vecdash_old), "
+                                 "(SELECT min(id) FROM vecdash_new))",
+    "vecdash_bm25_write_delete": "(SELECT min(id) FROM vecdash_old)",
+    "vecdash_bm25_write_truncate": "-9223372036854775808",
+}
+WRITE_LOG_DDL: list[sql.SQL | sql.Composed] = [
+    sql.SQL("CREATE TABLE IF NOT EXISTS vecdash_bm25_writes (relid oid PRIMARY KEY, "
+            "writes bigint NOT NULL)"),
+    sql.SQL("CREATE TABLE IF NOT EXISTS vecdash_bm25_write_log (relid oid NOT NULL, "
+            "write bigint NOT NULL, low_id bigint NOT NULL, PRIMARY KEY (relid, write))"),
+    *(sql.SQL(_COUNT_AND_LOG).format(name=sql.Identifier(name), lowest=sql.SQL(lowest))
+      for name, lowest in _LOWEST.items()),
+]
+# (Each event its own trigger: a trigger with transition tables takes one event. The BM25
+# statistics' triggers capture the same transition tables, which a statement shares.)
+TRIGGERS: dict[str, LiteralString] = {
+    "vecdash_bm25_writes_ins": "AFTER INSERT ON {table} REFERENCING NEW TABLE AS vecdash_new "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_write_insert()",
+    "vecdash_bm25_writes_upd": "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS vecdash_old "
+                               "NEW TABLE AS vecdash_new FOR EACH STATEMENT "
+                               "EXECUTE FUNCTION vecdash_bm25_write_update()",
+    "vecdash_bm25_writes_del": "AFTER DELETE ON {table} REFERENCING OLD TABLE AS vecdash_old "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_write_delete()",
+    "vecdash_bm25_writes_trunc": "AFTER TRUNCATE ON {table} "
+                                 "FOR EACH STATEMENT EXECUTE FUNCTION vecdash_bm25_write_truncate()",
+}
+# The one trigger of the first packed postings (a count without the log), replaced.
+_EARLIER_TRIGGERS = ("vecdash_bm25_writes", "vecdash_bm25_writes_trunc")
+
+
+def install_write_log(conn: psycopg.Connection[Any], collection: Collection, relid: int) -> None:
+    """The tables, functions and the table's triggers, in the caller's transaction; the
+    table is locked (SHARE ROW EXCLUSIVE, for CREATE TRIGGER) only when a trigger is missing."""
+    for statement in WRITE_LOG_DDL:
+        conn.execute(statement)
+    present = {r[0] for r in conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s", (relid,)).fetchall()}
+    if not set(TRIGGERS) <= present:
+        for name in _EARLIER_TRIGGERS:
+            if name in present and name not in TRIGGERS:
+                conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(
+                    sql.Identifier(name), collection.table))
+        for name, body in TRIGGERS.items():
+            conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} " + body).format(
+                sql.Identifier(name), table=collection.table))
+    # (Only when missing: a conflict with the row a writer holds would wait for its commit.)
+    conn.execute("INSERT INTO vecdash_bm25_writes (relid, writes) SELECT %(r)s, 0 WHERE NOT "
+                 "EXISTS (SELECT FROM vecdash_bm25_writes WHERE relid = %(r)s) "
+                 "ON CONFLICT (relid) DO NOTHING", {"r": relid})
+
+
+def writes_since(conn: psycopg.Connection[Any], relid: int, since: int,
+                 held_ids_up_to: int) -> tuple[int, bool]:
+    """In the caller's snapshot: the table's write count, and whether a write after write
+    ``since`` touched an id up to ``held_ids_up_to`` (else every write since only added rows
+    above it, or changed nothing)."""
+    row = conn.execute(
+        "SELECT coalesce((SELECT writes FROM vecdash_bm25_writes WHERE relid = %(r)s), 0), "
+        "EXISTS (SELECT FROM vecdash_bm25_write_log WHERE relid = %(r)s AND write > %(s)s "
+        "AND low_id <= %(m)s)", {"r": relid, "s": since, "m": held_ids_up_to}).fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
+def forget_writes_up_to(conn: psycopg.Connection[Any], relid: int, writes: int) -> None:
+    """Drop the log of writes a new snapshot has taken in."""
+    conn.execute("DELETE FROM vecdash_bm25_write_log WHERE relid = %s AND write <= %s",
+                 (relid, writes))
