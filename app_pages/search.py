@@ -224,6 +224,7 @@ with results_tab, ui.errors_shown():
         f"{mode}" + (f", weight {effective_weight:.2f}, {fusion}" if mode == "hybrid"
                              else "")
         + (f" · query lexemes: {', '.join(lexemes)}" if lexemes else "")
+        + (f" · BM25 from the {path}" if (path := hits.attrs.get("keyword_path")) else "")
     )
     if hits.empty:
         st.warning("Nothing matched. Loosen the filters or try other words.")

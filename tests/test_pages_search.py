@@ -211,3 +211,24 @@ def test_compare_tab_headers_in_words_and_singular_wording(open_page: PageOpener
     assert list(movement.columns) == ["id", "title", "hybrid rank", "semantic rank",
                                       "keyword rank (BM25)", "moved vs semantic",
                                       "moved vs keyword (BM25)"]
+
+
+def test_the_caption_says_when_packed_postings_answered_bm25(
+        open_page: PageOpener, demo: Collection, conn: Any, unique_name: str) -> None:
+    from tests.test_postings import demo_copy
+    from vecdash.bm25.packed import build_packed
+    from vecdash.collections import drop_collection
+
+    def caption(name: str) -> str:
+        at = open_page("app_pages/search.py", collection=name)
+        at.text_input(key="search_query").input("sourdough starter").run()
+        assert not at.exception, [e.message for e in at.exception]
+        return next(c.value for c in at.caption if " result" in c.value)
+
+    assert "packed postings" not in caption("demo")  # 365 rows: the exact path
+    copy = demo_copy(conn, demo, unique_name, embedder=demo.embedder, model=demo.model)
+    try:
+        assert build_packed(conn, copy)
+        assert "BM25 from the packed postings" in caption(unique_name)
+    finally:
+        drop_collection(conn, unique_name)

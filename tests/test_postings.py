@@ -146,9 +146,10 @@ def test_postings_follow_writes_and_drift(conn: Any, corpus: Collection) -> None
     assert_same_top(conn, corpus, QUERIES, 20)
 
 
-def demo_copy(conn: Any, demo: Collection, name: str) -> Collection:
+def demo_copy(conn: Any, demo: Collection, name: str, *, embedder: str = "none",
+              model: str = "x") -> Collection:
     """The demo's passages and vectors in a collection of their own (plain SQL, no load)."""
-    c = create_collection(conn, name, dimension=demo.dimension, embedder="none", model="x")
+    c = create_collection(conn, name, dimension=demo.dimension, embedder=embedder, model=model)
     conn.execute(sql.SQL("INSERT INTO {} (external_id, title, content, content_hash, "
                          "embedding) SELECT external_id, title, content, content_hash, "
                          "embedding FROM {}").format(c.table, demo.table))
