@@ -190,6 +190,28 @@ def test_rows_written_after_a_later_load_was_packed_are_not_missed(
     assert got == {*held, late}
 
 
+def test_two_builders_at_once_leave_one_exact_snapshot(conn: Any, corpus: Collection,
+                                                       pool: Any) -> None:
+    """Two loads ending together update it one after the other (a lock per table), on
+    connections in autocommit or not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    load(conn, corpus, np.random.default_rng(8), 60, start=600)  # below PACKED_MIN_ROWS
+
+    def update(autocommit: bool) -> bool:
+        with pool.connection() as other:
+            other.autocommit = autocommit
+            try:
+                return packed.update_packed(other, corpus)
+            finally:
+                other.autocommit = True  # as the pool hands it out
+
+    with ThreadPoolExecutor(2) as workers:
+        assert all(workers.map(update, [True, False]))
+    assert segments(conn, corpus) == 2
+    assert_same_top(conn, corpus, QUERIES, 40)
+
+
 def test_filters_and_long_queries_take_the_exact_path(conn: Any, corpus: Collection) -> None:
     got = fetch_candidates(conn, corpus, "bread yeast", None, keyword_rankers=("bm25",),
                            filters={"categories": ("x",)})

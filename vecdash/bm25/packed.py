@@ -156,10 +156,24 @@ def update_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool
 
 
 def _pack(conn: psycopg.Connection[Any], collection: Collection, *, extend: bool) -> bool:
-    require_writable(conn)
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise InvalidInput("Packed postings are built in transactions of their own: build them "
+                           "on a connection with no transaction open.")
     if not supports_stored_stats(collection):
         raise InvalidInput(f"{collection.name!r} is not a managed collection with a stored tsv "
                            "column; its keyword search scores rows on the fly.")
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the build's transactions are its own (and VACUUM needs none)
+    try:
+        return _pack_in_autocommit(conn, collection, extend=extend)
+    finally:
+        if not conn.broken:
+            conn.autocommit = autocommit
+
+
+def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *,
+                        extend: bool) -> bool:
+    require_writable(conn)
     relid = ensure_bm25(conn, collection)
     if relid is None:
         raise InvalidInput(f"{collection.name!r} has no BM25 statistics yet (read-only mode?).")
@@ -178,8 +192,9 @@ def _pack(conn: psycopg.Connection[Any], collection: Collection, *, extend: bool
                 conn.execute("SET LOCAL work_mem = '256MB'")
                 built = _pack_in_snapshot(conn, collection, relid, extend=extend)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK + relid,))
-        if conn.autocommit and built is not None:
+            if not conn.broken:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK + relid,))
+        if built is not None:
             # The replaced rows are dead now: vacuum them at once (and set the visibility map),
             # rather than leave autovacuum to do it while searches run.
             conn.execute("VACUUM (ANALYZE) vecdash_bm25_packed, vecdash_bm25_packed_state, "
@@ -356,19 +371,31 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
     if lengths is None:
         return None
     avglen = (total_length / docs) or 1.0
-    norm = k1 * (1 - b + b * lengths / avglen)
-    acc = np.zeros(len(lengths))
-    read = 0
+    ids_parts, score_parts = [], []
     for *_, lexeme, _, ids_bytes, tfs_bytes in found:  # lexeme order; segments hold other ids
         ids = np.frombuffer(ids_bytes, dtype=">i8").astype(np.intp)
         tf = np.frombuffer(tfs_bytes, dtype=">i2").astype(np.float64)
         df = df_of[lexeme]
         idf = np.log(1 + (docs - df + 0.5) / (df + 0.5))
         # the SQL arms' expression, operation for operation
-        acc[ids] += idf * tf * (k1 + 1) / (tf + norm[ids])
-        read += len(ids)
-    touched = np.flatnonzero(acc)
-    return PackedArm(list(lexemes), _top(touched, acc[touched], candidates), read, len(touched))
+        norm = k1 * (1 - b + b * lengths[ids] / avglen)
+        ids_parts.append(ids)
+        score_parts.append(idf * tf * (k1 + 1) / (tf + norm))
+    touched, scores = _sum_by_id(np.concatenate(ids_parts), np.concatenate(score_parts))
+    read = sum(len(i) for i in ids_parts)
+    return PackedArm(list(lexemes), _top(touched, scores, candidates), read, len(touched))
+
+
+def _sum_by_id(ids: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each id once (ascending) and the sum of its parts, added in the order given (the
+    lexemes' order, as the SQL adds them, so the sums agree to the bit). In time with the
+    postings read, not with the collection (a stable sort of sorted runs, no array by id)."""
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    first = np.empty(len(ids), dtype=bool)
+    first[:1] = True
+    np.not_equal(ids[1:], ids[:-1], out=first[1:])
+    return ids[first], np.bincount(np.cumsum(first) - 1, weights=parts[order])
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
