@@ -1,11 +1,12 @@
 """Packed BM25 postings: a snapshot of a managed collection's keyword index that one statement
 reads and numpy scores, exactly as the SQL arms score (same top and scores, ties by id).
 
-Per lexeme and segment one row holds the documents that have it, as two byte strings (document
-ids, term frequencies); one more row holds every document's length. A keyword search reads the rows of
-its query's lexemes (tens of kilobytes for a typical query on 100,000 rows) and adds up each
-lexeme's BM25 part per document in an array indexed by id: no row of the collection is read,
-and any k1 / b is exact, since frequencies and lengths are stored rather than impacts.
+Per lexeme and segment one row holds the documents that have it, as two byte strings
+(document ids, term frequencies); one more row holds every document's length. A keyword search
+reads the rows of its query's lexemes (tens of kilobytes for a typical query on 100,000 rows)
+and adds up each lexeme's BM25 part per document, in time with the postings read: no row of the
+collection is read, and any k1 / b is exact, since frequencies and lengths are stored rather
+than impacts.
 
 The snapshot is built on request or after a load (collections of PACKED_MIN_ROWS rows and more),
 in one REPEATABLE READ transaction that locks nothing. It is valid while the table is not
@@ -180,7 +181,10 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
     with without_statement_timeout(conn):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
-            conn.execute(_DDL)
+            if not _tables_ready(conn):
+                # (Only then: the ALTERs lock the tables, and a search or another table's build
+                # reading them would wait, or deadlock with this transaction.)
+                conn.execute(_DDL)
             install_write_log(conn, collection, relid)
         # One builder per table at a time (a session lock: taken inside the transaction below,
         # its snapshot would predate the other builder's commit).
@@ -200,6 +204,13 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
             conn.execute("VACUUM (ANALYZE) vecdash_bm25_packed, vecdash_bm25_packed_state, "
                          "vecdash_bm25_write_log")
     return built is not False
+
+
+def _tables_ready(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT FROM pg_attribute WHERE attname = 'next_segment' "
+                       "AND attrelid = to_regclass('vecdash_bm25_packed_state')) AND "
+                       "to_regclass('vecdash_bm25_packed') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 _BUILD_LOCK = 0x7664_6270 << 32  # "vdbp", then the table's oid

@@ -67,10 +67,15 @@ _EARLIER_TRIGGERS = ("vecdash_bm25_writes", "vecdash_bm25_writes_trunc")
 
 
 def install_write_log(conn: psycopg.Connection[Any], collection: Collection, relid: int) -> None:
-    """The tables, functions and the table's triggers, in the caller's transaction; the
-    table is locked (SHARE ROW EXCLUSIVE, for CREATE TRIGGER) only when a trigger is missing."""
-    for statement in WRITE_LOG_DDL:
-        conn.execute(statement)
+    """The tables, functions and the table's triggers, in the caller's transaction (under
+    vecdash's DDL lock); the table is locked (SHARE ROW EXCLUSIVE, for CREATE TRIGGER) only
+    when a trigger is missing."""
+    ready = conn.execute("SELECT to_regclass('vecdash_bm25_write_log') IS NOT NULL AND "
+                         "to_regprocedure('vecdash_bm25_write_truncate()') IS NOT NULL"
+                         ).fetchone()
+    if not (ready and ready[0]):  # (functions replaced only then: a trigger may be running them)
+        for statement in WRITE_LOG_DDL:
+            conn.execute(statement)
     present = {r[0] for r in conn.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = %s", (relid,)).fetchall()}
     if not set(TRIGGERS) <= present:
