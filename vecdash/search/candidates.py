@@ -130,7 +130,7 @@ def fetch_candidates(
             return packed
         if packed == STALE:
             stale_note = (f"BM25 scored the matching rows (exact, slower): {c.name!r} was written "
-                          "since its packed postings were built. The next load rebuilds them, "
+                          "since its packed postings were built. The next load brings them up to date, "
                           f"or `python -m vecdash postings --pack --collection {c.name}`.")
     kept = relid is not None and "bm25" in rankers and postings_relid(conn, c) == relid
     if kept and prune and rankers == ("bm25",) and not flt.active and (k1, b) == (
