@@ -292,6 +292,7 @@ def with_postings(conn: Any, c: Any, records: list[Record], texts: list[str],
     out = {"postings_backfill_s": time.perf_counter() - started,
            "append_postings": append_rate(conn, c, records)}
     delete_appended(conn, c, records)
+    packed.drop_packed(conn, c)  # else the packed postings answer BM25 first
     found = search_figures(conn, c, texts, vectors, embedder, repeat, arms=("bm25", "hybrid"))
     for arm, (p50, p95) in found.items():
         out[f"{arm}_postings_p50"], out[f"{arm}_postings_p95"] = p50, p95
@@ -299,6 +300,7 @@ def with_postings(conn: Any, c: Any, records: list[Record], texts: list[str],
     if not getattr(probe, "work", None):
         print(f"  warning: {c.name}: the keyword arm did not read the postings", flush=True)
     disable_postings(conn, c)
+    packed.build_packed(conn, c)
     return out
 
 
