@@ -101,7 +101,7 @@ _STATE: LiteralString = """
         max_id = greatest(p.max_id, excluded.max_id), segments = p.segments + excluded.segments,
         next_segment = p.next_segment + excluded.next_segment, ids = p.ids || excluded.ids,
         lengths = p.lengths || excluded.lengths, token = excluded.token
-    RETURNING p.segments"""
+    RETURNING p.segments, p.docs, p.max_id"""
 # One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
 # (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
 _READ: LiteralString = """
@@ -221,7 +221,7 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
                       extend: bool) -> bool | None:
     """True when built or extended, None when nothing was written since, False when the ids
     are too sparse (the snapshot is dropped)."""
-    state = conn.execute("SELECT writes, max_id, docs, next_segment FROM "
+    state = conn.execute("SELECT writes, max_id, next_segment FROM "
                          "vecdash_bm25_packed_state WHERE relid = %s", (relid,)).fetchone()
     table = collection.table
     if extend and state is not None:
@@ -230,18 +230,22 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
             if writes == int(state[0]):
                 return None
             return _extend(conn, table, relid, writes, after=int(state[1]),
-                           segment=int(state[3]))
+                           segment=int(state[2]))
     row = conn.execute(sql.SQL("SELECT (SELECT writes FROM vecdash_bm25_writes WHERE "
                                "relid = %s), count(*), coalesce(max(id), 0) FROM {}")
                        .format(table), (relid,)).fetchone()
     assert row is not None
     writes, rows, max_id = int(row[0]), int(row[1]), int(row[2])
-    conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
-    conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
+    _delete_snapshot(conn, relid)
     if _too_sparse(max_id, rows):
         forget_writes_up_to(conn, relid, writes)
         return False
     return _extend(conn, table, relid, writes, after=_NO_ID, segment=0)
+
+
+def _delete_snapshot(conn: psycopg.Connection[Any], relid: int) -> None:
+    conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
+    conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
 
 
 def _too_sparse(max_id: int, rows: int) -> bool:
@@ -257,15 +261,13 @@ def _extend(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, wr
     conn.execute(sql.SQL(_PACK).format(table=table), params)
     got = conn.execute(sql.SQL(_STATE).format(
         table=table, length=sql.SQL(TSV_LENGTH).format(sql.SQL("t.tsv"))), params).fetchone()
+    assert got is not None
     forget_writes_up_to(conn, relid, writes)
-    state = conn.execute("SELECT docs, max_id FROM vecdash_bm25_packed_state WHERE relid = %s",
-                         (relid,)).fetchone()
-    assert got is not None and state is not None
-    if _too_sparse(int(state[1]), int(state[0])):
-        conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s", (relid,))
-        conn.execute("DELETE FROM vecdash_bm25_packed_state WHERE relid = %s", (relid,))
+    segments, docs, max_id = (int(v) for v in got)
+    if _too_sparse(max_id, docs):
+        _delete_snapshot(conn, relid)
         return False
-    if int(got[0]) > MAX_SEGMENTS:
+    if segments > MAX_SEGMENTS:
         merged = segment + 1
         conn.execute(_MERGE, {"relid": relid, "segment": merged})
         conn.execute("DELETE FROM vecdash_bm25_packed WHERE relid = %s AND segment < %s",

@@ -57,7 +57,7 @@ class Candidates:
     keyword_rankers: tuple[KeywordRanker, ...]
     stats_on_the_fly: bool
     notes: list[str] = field(default_factory=list)
-    # BM25 read from postings: what it did (postings read, documents scored...); else empty.
+    # BM25 read from postings: which ("path") and what it did (postings read...); else empty.
     work: dict[str, Any] = field(default_factory=dict)
 
     @functools.cached_property
@@ -218,7 +218,7 @@ def _from_postings(conn: psycopg.Connection[Any], q: ArmQuery) -> Candidates | N
                      "postings were built: results stay exact but read more postings; "
                      f"`python -m vecdash postings --rebuild --collection {c.name}` fixes it.")
     out = Candidates(_columns(c.metric, arms, scores), lexemes, q.rankers, False, notes)
-    out.work = info
+    out.work = {**info, "path": "impact-ordered postings"}
     return out
 
 

@@ -89,7 +89,8 @@ def hybrid_search(
     semantic_rank, keyword_score, keyword_rank, source ("both" | "semantic only" | "keyword
     only"), snippet (HTML-escaped ts_headline with matched terms in <mark>), snippet_text
     (plain), distance, content. ``vector`` skips embedding the query (already embedded).
-    ``attrs["keyword_path"]`` names the postings that answered BM25 (see ``keyword_path``).
+    ``attrs["keyword_path"]`` names the postings that answered BM25 ("packed postings",
+    "impact-ordered postings"), None when the exact path scored the matching rows.
     """
     ranker, cands = _query_candidates(
         conn, collection, query, embedder=embedder, k=k, keyword_ranker=keyword_ranker,
@@ -129,17 +130,8 @@ def hybrid_search(
     out.attrs["notes"] = notes
     out.attrs["lexemes"] = cands.lexemes
     out.attrs["candidates"] = len(col["key"])
-    out.attrs["keyword_path"] = keyword_path(cands.work)
+    out.attrs["keyword_path"] = cands.work.get("path")
     return out
-
-
-def keyword_path(work: dict[str, Any]) -> str | None:
-    """Which postings answered BM25 ("packed postings", "impact-ordered postings"), None when
-    the exact path scored the matching rows (or no keyword arm ran)."""
-    if not work:
-        return None
-    return "packed postings" if work.get("path") == "packed postings" else \
-        "impact-ordered postings"
 
 
 def _details(
