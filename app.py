@@ -8,6 +8,7 @@ import streamlit as st
 
 import ui
 from vecdash import db
+from vecdash.bm25.packed_scoring import warm_up_in_background as warm_up_bm25_scoring
 from vecdash.collections import list_collections
 from vecdash.demo import DEMO_COLLECTION, demo_is_incomplete
 from vecdash.embedders import warm_up_local_model_in_background
@@ -18,6 +19,7 @@ from vecdash.redaction import redact
 st.set_page_config(page_title="vecdash", page_icon="🧭", layout="wide")
 warm_up_in_background()  # compile UMAP's numba code while the first page loads (once)
 warm_up_local_model_in_background()  # load the local model and calibrate its precision (once)
+warm_up_bm25_scoring()  # compile (or load) the packed postings' scoring kernel (once)
 
 # The pages live in app_pages/, not pages/: Streamlit treats a pages/ folder beside the entry script
 # as a legacy multipage app until st.navigation runs, so a deep link (/search) opened first on a

@@ -261,3 +261,51 @@ def test_a_read_only_demo_reads_the_snapshot(conn: Any, corpus: Collection,
         assert db.is_read_only(reader)
         assert from_packed(reader, get_collection(reader, corpus.name), "bread yeast", 10) == \
             exact(conn, corpus, "bread yeast", 10)
+
+
+def test_frequencies_up_to_a_tsvectors_cap_are_exact(conn: Any, unique_name: str) -> None:
+    """A frequency is stored as one byte, less one (a tsvector keeps at most 256 positions of a
+    lexeme, 255 in this PostgreSQL: more repeats count 255), each scored as the exact path
+    scores it."""
+    from vecdash.ingest import ingest_records
+    from vecdash.records import Record
+
+    c = create_collection(conn, unique_name, dimension=4, embedder="none", model="x")
+    try:
+        repeats = [1, 2, 3, 127, 128, 255, 256, 257, 400, 1000]
+        texts = [" ".join(["bread"] * n + ["rope"] * (n % 7) + [f"w{i}"]) for i, n in
+                 enumerate(repeats)] + [f"kettle rope w{i}" for i in range(20)]
+        report = ingest_records(conn, c, [Record(t, external_id=f"r{i}", embedding=[1, 0, 0, 0])
+                                          for i, t in enumerate(texts)])
+        assert report.inserted == len(texts)
+        assert build_packed(conn, c)
+        assert_same_top(conn, c, ["bread", "bread rope", "rope kettle"], 30)
+    finally:
+        drop_collection(conn, unique_name)
+
+
+def test_ids_beyond_four_bytes_leave_the_exact_path_to_answer(conn: Any, corpus: Collection,
+                                                                ) -> None:
+    """Ids are stored in four bytes: a load of rows with larger ids (an identity restarted far
+    up) drops the snapshot instead of failing, and the exact path answers."""
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id RESTART WITH 2147483700").format(
+        corpus.table))
+    load(conn, corpus, np.random.default_rng(5), 3, start=900)
+    assert packed.update_packed(conn, corpus) is False
+    assert packed.packed_status(conn, corpus) is None
+    got, work = from_postings(conn, corpus, "bread w901", 10)
+    assert not work and got == exact(conn, corpus, "bread w901", 10)
+    assert got[0][0] > 2**31  # (the new row, found)
+
+
+def test_an_earlier_layout_is_replaced_by_the_next_build(conn: Any, corpus: Collection) -> None:
+    """Tables of the eight-byte layout (docs, tfs) are not read (the exact path answers) and
+    are replaced by the next build."""
+    conn.execute("DROP TABLE vecdash_bm25_packed")
+    conn.execute("CREATE TABLE vecdash_bm25_packed (relid oid NOT NULL, lexeme text NOT NULL, "
+                 "segment integer NOT NULL, df integer NOT NULL, docs bytea NOT NULL, "
+                 "tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme, segment))")
+    got, work = from_postings(conn, corpus, "bread yeast", 10)
+    assert not work and got == exact(conn, corpus, "bread yeast", 10)
+    assert build_packed(conn, corpus)
+    assert_same_top(conn, corpus, QUERIES, 20)

@@ -30,6 +30,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from vecdash.bm25.packed_scoring import sum_by_id, top
 from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
 from vecdash.bm25.write_log import forget_writes_up_to, install_write_log, writes_since
 from vecdash.db import outside_transaction, relation_exists, require_writable
@@ -46,22 +47,25 @@ PACKED_MIN_ROWS = 20_000
 # Scores are summed in an array indexed by id: ids much sparser than the rows are refused.
 MAX_ID_PER_ROW = 4
 MAX_ID_SLACK = 1_000_000
+MAX_ID = 2**31 - 1  # ids are stored as int4
 
-# Tables of the first packed postings (one snapshot, no segments) are dropped and rebuilt.
+# Tables of earlier packed postings (one snapshot without segments; 8-byte ids and 2-byte
+# frequencies) are dropped and rebuilt.
 _DDL: LiteralString = """
     DO $$ BEGIN
-        IF to_regclass('vecdash_bm25_packed_state') IS NOT NULL AND NOT EXISTS (
-                SELECT FROM pg_attribute WHERE attname = 'max_id'
-                AND attrelid = to_regclass('vecdash_bm25_packed_state')) THEN
+        IF to_regclass('vecdash_bm25_packed') IS NOT NULL AND NOT EXISTS (
+                SELECT FROM pg_attribute WHERE attname = 'tfs_less_one'
+                AND attrelid = to_regclass('vecdash_bm25_packed')) THEN
             DROP TABLE vecdash_bm25_packed, vecdash_bm25_packed_state;
         END IF;
     END $$;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_packed (
         relid oid NOT NULL, lexeme text COLLATE "C" NOT NULL, segment integer NOT NULL,
-        df integer NOT NULL, docs bytea NOT NULL, tfs bytea NOT NULL,
+        df integer NOT NULL, ids bytea NOT NULL, tfs_less_one bytea NOT NULL,
         PRIMARY KEY (relid, lexeme, segment));
-    ALTER TABLE vecdash_bm25_packed ALTER docs SET STORAGE EXTERNAL,
-        ALTER tfs SET STORAGE EXTERNAL, ALTER docs SET STATISTICS 0, ALTER tfs SET STATISTICS 0;
+    ALTER TABLE vecdash_bm25_packed ALTER ids SET STORAGE EXTERNAL,
+        ALTER tfs_less_one SET STORAGE EXTERNAL, ALTER ids SET STATISTICS 0,
+        ALTER tfs_less_one SET STATISTICS 0;
     CREATE TABLE IF NOT EXISTS vecdash_bm25_packed_state (
         relid oid PRIMARY KEY, writes bigint NOT NULL, docs bigint NOT NULL,
         total_length float8 NOT NULL, max_id bigint NOT NULL, segments integer NOT NULL,
@@ -73,16 +77,17 @@ _DDL: LiteralString = """
 """
 # (The byte strings are stored uncompressed, so a search reads them without decompressing, and
 # without statistics, so an ANALYZE, autovacuum's too, does not read megabytes of them.)
-# Ids as int8, frequencies as int2 (a tsvector keeps at most 256 positions per lexeme), in id
-# order; lengths as in the statistics (token positions, a lexeme without positions counting 1);
-# the document count and total length are the statistics' own, so idf and the average length
-# are the exact path's to the bit. A segment holds the rows with ids above %(after)s.
+# Ids as int4 (MAX_ID bounds them), frequencies less one as one byte (a tsvector keeps 1 to 256
+# positions per lexeme), in id order: five bytes a posting, read by a search. Lengths as in the
+# statistics (token positions, a lexeme without positions counting 1); the document count and
+# total length are the statistics' own, so idf and the average length are the exact path's to
+# the bit. A segment holds the rows with ids above %(after)s.
 _PACK: LiteralString = """
-    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, docs, tfs)
+    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, ids, tfs_less_one)
     SELECT %(relid)s, x.lexeme, %(segment)s, count(*),
-           string_agg(int8send(t.id::bigint), ''::bytea ORDER BY t.id),
-           string_agg(int2send(coalesce(array_length(x.positions, 1), 1)::int2), ''::bytea
-                      ORDER BY t.id)
+           string_agg(int4send(t.id::int4), ''::bytea ORDER BY t.id),
+           string_agg(substring(int2send((coalesce(array_length(x.positions, 1), 1) - 1)::int2)
+                                FROM 2), ''::bytea ORDER BY t.id)
     FROM {table} t, unnest(t.tsv) x WHERE t.id > %(after)s GROUP BY x.lexeme"""
 # The ids and lengths of those rows, appended to the state's (ids ascending throughout).
 _STATE: LiteralString = """
@@ -106,7 +111,7 @@ _STATE: LiteralString = """
 # (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
 _READ: LiteralString = """
     SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, s.docs, s.total_length, q.lexemes,
-           p.lexeme, p.df, p.docs, p.tfs
+           p.lexeme, p.df, p.ids, p.tfs_less_one
     FROM vecdash_bm25_packed_state s
     LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
     CROSS JOIN (SELECT coalesce(array_agg(DISTINCT u.lexeme ORDER BY u.lexeme), '{}') AS lexemes
@@ -118,9 +123,9 @@ _READ: LiteralString = """
 # Every segment's rows of a lexeme in one (segments hold ascending id ranges, numbered in that
 # order, so their byte strings concatenate in id order), numbered after them.
 _MERGE: LiteralString = """
-    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, docs, tfs)
-    SELECT relid, lexeme, %(segment)s, sum(df), string_agg(docs, ''::bytea ORDER BY segment),
-           string_agg(tfs, ''::bytea ORDER BY segment)
+    INSERT INTO vecdash_bm25_packed (relid, lexeme, segment, df, ids, tfs_less_one)
+    SELECT relid, lexeme, %(segment)s, sum(df), string_agg(ids, ''::bytea ORDER BY segment),
+           string_agg(tfs_less_one, ''::bytea ORDER BY segment)
     FROM vecdash_bm25_packed WHERE relid = %(relid)s AND segment < %(segment)s
     GROUP BY relid, lexeme"""
 # A load that only added rows adds a segment of them; past this many, they are merged into one
@@ -207,9 +212,9 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
 
 
 def _tables_ready(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT FROM pg_attribute WHERE attname = 'next_segment' "
-                       "AND attrelid = to_regclass('vecdash_bm25_packed_state')) AND "
-                       "to_regclass('vecdash_bm25_packed') IS NOT NULL").fetchone()
+    row = conn.execute("SELECT EXISTS (SELECT FROM pg_attribute WHERE attname = 'tfs_less_one' "
+                       "AND attrelid = to_regclass('vecdash_bm25_packed')) AND "
+                       "to_regclass('vecdash_bm25_packed_state') IS NOT NULL").fetchone()
     return bool(row and row[0])
 
 
@@ -226,7 +231,8 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
     table = collection.table
     if extend and state is not None:
         writes, touched_held_rows = writes_since(conn, relid, int(state[0]), int(state[1]))
-        if not touched_held_rows:
+        top_id = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(table)).fetchone()
+        if not touched_held_rows and (top_id is None or (top_id[0] or 0) <= MAX_ID):
             if writes == int(state[0]):
                 return None
             return _extend(conn, table, relid, writes, after=int(state[1]),
@@ -249,7 +255,7 @@ def _delete_snapshot(conn: psycopg.Connection[Any], relid: int) -> None:
 
 
 def _too_sparse(max_id: int, rows: int) -> bool:
-    return max_id > MAX_ID_PER_ROW * rows + MAX_ID_SLACK
+    return max_id > min(MAX_ID_PER_ROW * rows + MAX_ID_SLACK, MAX_ID)
 
 
 def _extend(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, writes: int, *,
@@ -286,8 +292,9 @@ def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> l
             return conn.execute(query, params, binary=True).fetchall()
         with conn.transaction():
             return conn.execute(query, params, binary=True).fetchall()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
-        return None
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
+            psycopg.errors.InsufficientPrivilege):
+        return None  # (UndefinedColumn: an earlier layout, replaced at the next build)
 
 
 @dataclass(frozen=True)
@@ -307,7 +314,7 @@ def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> Pack
         SELECT w.writes = s.writes, s.segments,
                (SELECT count(DISTINCT p.lexeme) FROM vecdash_bm25_packed p
                 WHERE p.relid = s.relid),
-               (SELECT coalesce(sum(octet_length(p.docs) + octet_length(p.tfs)), 0)
+               (SELECT coalesce(sum(octet_length(p.ids) + octet_length(p.tfs_less_one)), 0)
                 FROM vecdash_bm25_packed p WHERE p.relid = s.relid)
                + octet_length(s.ids) + octet_length(s.lengths)
         FROM vecdash_bm25_packed_state s LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
@@ -380,69 +387,52 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
         return None
     if not found or docs == 0:
         return PackedArm(list(lexemes), {}, 0, 0)
-    lengths = _lengths(conn, relid, str(token))
-    if lengths is None:
-        return None
     avglen = (total_length / docs) or 1.0
-    ids_parts, score_parts = [], []
-    for *_, lexeme, _, ids_bytes, tfs_bytes in found:  # lexeme order; segments hold other ids
-        ids = np.frombuffer(ids_bytes, dtype=">i8").astype(np.intp)
-        tf = np.frombuffer(tfs_bytes, dtype=">i2").astype(np.float64)
-        df = df_of[lexeme]
-        idf = np.log(1 + (docs - df + 0.5) / (df + 0.5))
-        # the SQL arms' expression, operation for operation
-        norm = k1 * (1 - b + b * lengths[ids] / avglen)
-        ids_parts.append(ids)
-        score_parts.append(idf * tf * (k1 + 1) / (tf + norm))
-    touched, scores = _sum_by_id(np.concatenate(ids_parts), np.concatenate(score_parts))
-    read = sum(len(i) for i in ids_parts)
-    return PackedArm(list(lexemes), _top(touched, scores, candidates), read, len(touched))
-
-
-def _sum_by_id(ids: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each id once (ascending) and the sum of its parts, added in the order given (the
-    lexemes' order, as the SQL adds them, so the sums agree to the bit). In time with the
-    postings read, not with the collection (a stable sort of sorted runs, no array by id)."""
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    first = np.empty(len(ids), dtype=bool)
-    first[:1] = True
-    np.not_equal(ids[1:], ids[:-1], out=first[1:])
-    return ids[first], np.bincount(np.cumsum(first) - 1, weights=parts[order])
-
-
-def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
-    """The ``n`` best (score descending, then id ascending, as the SQL arms' ORDER BY)."""
-    if len(ids) > n:
-        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
-        above = scores > kth
-        tied = np.flatnonzero(scores == kth)[: n - int(above.sum())]  # ids ascending
-        keep = np.concatenate([np.flatnonzero(above), tied])
-        ids, scores = ids[keep], scores[keep]
-    order = np.lexsort((ids, -scores))
-    return {int(i): float(s) for i, s in zip(ids[order], scores[order], strict=True)}
-
-
-_lengths_lock = threading.Lock()
-_lengths_cache: dict[int, tuple[str, np.ndarray]] = {}  # relid -> (token, length by id)
-
-
-def _lengths(conn: psycopg.Connection[Any], relid: int, token: str) -> np.ndarray | None:
-    """Every document's length indexed by id (0 where no document), read once per snapshot."""
-    with _lengths_lock:
-        hit = _lengths_cache.get(relid)
-        if hit is not None and hit[0] == token:
-            return hit[1]
-    row = conn.execute("SELECT ids, lengths FROM vecdash_bm25_packed_state "
-                       "WHERE relid = %s AND token = %s", (relid, token), binary=True).fetchone()
-    if row is None:
+    norms = _norms(conn, relid, str(token), k1=k1, b=b, avglen=avglen)
+    if norms is None:
         return None
-    ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
-    by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
-    by_id[ids] = np.frombuffer(row[1], dtype=">i4")
-    with _lengths_lock:
-        _lengths_cache[relid] = (token, by_id)
-    return by_id
+    ids = [np.frombuffer(r[7], dtype=">i4") for r in found]  # lexeme order; segments: other ids
+    if any(len(run) and (run[0] < 0 or run[-1] >= len(norms)) for run in ids):
+        return None  # (ids ascending in a run) not the snapshot's documents: the exact path
+    idfs = np.array([np.log(1 + (docs - df_of[r[5]] + 0.5) / (df_of[r[5]] + 0.5)) for r in found])
+    touched, scores = sum_by_id(ids, [np.frombuffer(r[8], dtype=np.uint8) for r in found],
+                                idfs, norms, k1=k1)
+    return PackedArm(list(lexemes), top(touched, scores, candidates), sum(map(len, ids)),
+                     len(touched))
+
+
+_norms_lock = threading.Lock()
+# relid -> (token, length by id, {(k1, b): length normalisation by id}), per snapshot
+_norms_cache: dict[int, tuple[str, np.ndarray, dict[tuple[float, float], np.ndarray]]] = {}
+_NORMS_KEPT = 2  # k1 / b pairs kept per snapshot (the default and the one being tried)
+
+
+def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, b: float,
+           avglen: float) -> np.ndarray | None:
+    """Every document's BM25 length normalisation, k1 * (1 - b + b * length / avglen), indexed by
+    id (0 where no document): the lengths read once per snapshot, the normalisation computed
+    once per snapshot and k1 / b (element by element, so to the bit what a posting's own
+    computation gives)."""
+    with _norms_lock:
+        hit = _norms_cache.get(relid)
+    if hit is None or hit[0] != token:
+        row = conn.execute("SELECT ids, lengths FROM vecdash_bm25_packed_state "
+                           "WHERE relid = %s AND token = %s", (relid, token),
+                           binary=True).fetchone()
+        if row is None:
+            return None
+        ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
+        by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
+        by_id[ids] = np.frombuffer(row[1], dtype=">i4")
+        hit = (token, by_id, {})
+    norms = hit[2].get((k1, b))
+    if norms is None:
+        norms = k1 * (1 - b + b * hit[1] / avglen)
+        kept = dict(list(hit[2].items())[-(_NORMS_KEPT - 1):]) if _NORMS_KEPT > 1 else {}
+        hit = (token, hit[1], {**kept, (k1, b): norms})
+    with _norms_lock:
+        _norms_cache[relid] = hit
+    return norms
 
 
 def forget_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:

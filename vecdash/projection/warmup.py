@@ -3,20 +3,15 @@ transform, the Euclidean layout optimiser) on a tiny input when the app starts."
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import warnings
 
 import numpy as np
 
+from vecdash.background import warm_up_once
 from vecdash.projection.fitting import _fit_umap
 from vecdash.projection.knn import _normalise
-
-log = logging.getLogger(__name__)
-
-_warm_lock = threading.Lock()
-_warm_thread: threading.Thread | None = None
 
 
 def warm_up() -> float:
@@ -37,17 +32,4 @@ def warm_up() -> float:
 
 def warm_up_in_background() -> threading.Thread:
     """Start ``warm_up`` in a daemon thread, once per process (later calls return that thread)."""
-    global _warm_thread
-    with _warm_lock:
-        if _warm_thread is None:
-
-            def run() -> None:
-                try:
-                    seconds = warm_up()
-                    log.info("UMAP warm-up finished in %.1f s", seconds)
-                except Exception:  # never break the app over a warm-up
-                    log.exception("UMAP warm-up failed")
-
-            _warm_thread = threading.Thread(target=run, name="vecdash-umap-warm-up", daemon=True)
-            _warm_thread.start()
-        return _warm_thread
+    return warm_up_once("UMAP", warm_up)

@@ -1,0 +1,92 @@
+"""The packed postings' scoring kernel: the sums by id are those of adding each run's parts in
+order (to the bit), each id once, the sums array left zeroed for the next search (in any thread);
+the top is the n best, score descending and id ascending."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vecdash.bm25.packed_scoring import sum_by_id, top
+
+K1 = 1.2
+
+
+def reference(ids: list[np.ndarray], tfs: list[np.ndarray], idfs: np.ndarray,
+              norms: np.ndarray) -> dict[int, float]:
+    sums: dict[int, float] = {}
+    for run, run_tfs, idf in zip(ids, tfs, idfs, strict=True):
+        tf = run_tfs.astype(np.float64) + 1
+        parts = idf * tf * (K1 + 1) / (tf + norms[run])  # as numpy and SQL compute them
+        for doc, part in zip(run.tolist(), parts.tolist(), strict=True):
+            sums[doc] = sums.get(doc, 0.0) + part
+    return sums
+
+
+runs = st.lists(st.tuples(st.sets(st.integers(0, 199), max_size=60),
+                          st.floats(0.01, 12.0)), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs=runs, seed=st.integers(0, 2**16))
+def test_sums_are_the_runs_parts_added_in_order(runs: list[tuple[set[int], float]],
+                                                 seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    norms = rng.random(200) * 3
+    ids = [np.array(sorted(r), dtype=">i4") for r, _ in runs]
+    tfs = [rng.integers(0, 255, size=len(run), dtype=np.uint8) for run in ids]
+    idfs = np.array([idf for _, idf in runs])
+    touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+    want = reference(ids, tfs, idfs, norms)
+    assert len(touched) == len(set(touched.tolist())) == len(want)
+    assert dict(zip(touched.tolist(), scores.tolist(), strict=True)) == want  # exact equality
+    again = sum_by_id(ids, tfs, idfs, norms, k1=K1)  # nothing left over from the first
+    assert again[0].tolist() == touched.tolist() and again[1].tolist() == scores.tolist()
+
+
+def test_threads_score_at_once_without_mixing_their_sums() -> None:
+    rng = np.random.default_rng(1)
+    norms = rng.random(5000) + 0.2
+    cases = []
+    for _ in range(4):
+        ids = [np.sort(rng.choice(5000, size=1500, replace=False)).astype(np.intp)
+               for _ in range(3)]
+        tfs = [rng.integers(0, 4, size=1500, dtype=np.uint8) for _ in ids]
+        idfs = rng.random(3) + 0.5
+        cases.append((ids, tfs, idfs, reference(ids, tfs, idfs, norms)))
+    failures: list[int] = []
+
+    def score(case: int) -> None:
+        ids, tfs, idfs, want = cases[case]
+        for _ in range(30):
+            touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+            if dict(zip(touched.tolist(), scores.tolist(), strict=True)) != want:
+                failures.append(case)
+
+    threads = [threading.Thread(target=score, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_an_id_outside_the_documents_is_refused() -> None:
+    norms = np.ones(10)
+    for bad in ([3, 10], [-1, 4]):
+        with pytest.raises(ValueError, match="outside"):
+            sum_by_id([np.array(bad)], [np.zeros(2, dtype=np.uint8)], np.array([1.0]), norms,
+                      k1=K1)
+
+
+@given(scores=st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), max_size=40),
+       n=st.integers(1, 45), seed=st.integers(0, 1000))
+def test_top_is_the_n_best_ties_by_lowest_id(scores: list[float], n: int, seed: int) -> None:
+    ids = np.random.default_rng(seed).permutation(1000)[: len(scores)]
+    got = top(ids, np.array(scores), n)
+    want = sorted(zip(ids.tolist(), scores, strict=True), key=lambda p: (-p[1], p[0]))[:n]
+    assert list(got.items()) == want

@@ -1,0 +1,109 @@
+"""Scoring the packed postings: each posting's BM25 part added to its document's sum, in one
+compiled pass over the postings read (numba, compiled once per machine and cached on disk), and
+the top documents picked from the sums.
+
+The parts are computed and added exactly as the SQL arms compute and add them (the same
+operations in the same order, lexeme by lexeme, no fused multiply-add), so the scores agree to the
+bit. The sums live in one array by id per thread, all zeros between searches: a search costs
+the postings it reads, not a pass over every document.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from vecdash.background import warm_up_once
+
+_kernel_lock = threading.Lock()
+_kernel: Callable[..., int] | None = None
+
+
+def _compiled_kernel() -> Callable[..., int]:
+    """The numba kernel, imported (and compiled, or loaded from numba's disk cache) on first use:
+    importing numba costs a fraction of a second that pages which never score postings skip."""
+    global _kernel
+    with _kernel_lock:
+        if _kernel is None:
+            import numba
+
+            @numba.njit(cache=True, nogil=True, boundscheck=False)
+            def add_parts(ids: Any, tfs_less_one: Any, starts: Any, idfs: Any, norms: Any, k1: float,
+                          sums: Any, touched: Any, scores: Any) -> int:
+                k1p1 = k1 + 1
+                n = 0
+                for run in range(len(idfs)):
+                    idf = idfs[run]
+                    for i in range(starts[run], starts[run + 1]):
+                        doc = ids[i]
+                        tf = np.float64(np.int64(tfs_less_one[i]) + 1)
+                        # the SQL arms' expression, operation for operation
+                        part = idf * tf * k1p1 / (tf + norms[doc])
+                        seen = sums[doc]
+                        touched[n] = doc  # kept when unseen (branch-free: the branch mispredicts)
+                        n += seen == 0.0  # every part is above 0: a zero sum is unseen
+                        sums[doc] = seen + part
+                for j in range(n):
+                    scores[j] = sums[touched[j]]
+                    sums[touched[j]] = 0.0
+                return n
+
+            _kernel = add_parts
+        return _kernel
+
+
+def warm_up() -> float:
+    """Compile (or load) the kernel on a tiny input; the seconds it took."""
+    started = time.perf_counter()
+    sum_by_id([np.array([1], dtype=np.intp)], [np.array([0], dtype=np.uint8)],
+              np.array([1.0]), np.array([1.0, 1.0]), k1=1.2)
+    return time.perf_counter() - started
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Start ``warm_up`` in a daemon thread, once per process."""
+    return warm_up_once("BM25 scoring", warm_up)
+
+
+_sums_by_thread = threading.local()
+
+
+def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
+              norms: np.ndarray, *, k1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each id of the runs once (in order of first appearance) and the sum of its BM25 parts,
+    ``idf * tf * (k1 + 1) / (tf + norm)`` with the run's idf, the posting's term frequency (one
+    more than ``tfs_less_one``, bytes) and the id's length normalisation, added in the runs'
+    order. A run holds ids in range of ``norms``, ascending."""
+    for run in ids:  # (the kernel does not check bounds: a bad id would write anywhere)
+        if len(run) and (run[0] < 0 or run[-1] >= len(norms)):
+            raise ValueError("a posting's id is outside the snapshot's documents")
+    sums: np.ndarray | None = getattr(_sums_by_thread, "sums", None)
+    if sums is None or len(sums) < len(norms):
+        sums = _sums_by_thread.sums = np.zeros(len(norms))
+    all_ids = np.concatenate(ids).astype(np.int64, copy=False) if ids else np.zeros(0, np.int64)
+    all_tfs = np.concatenate(tfs_less_one) if tfs_less_one else np.zeros(0, np.uint8)
+    starts = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(run) for run in ids], out=starts[1:])
+    touched = np.empty(len(all_ids), dtype=np.int64)
+    scores = np.empty(len(all_ids))
+    n = _compiled_kernel()(all_ids, all_tfs, starts, np.asarray(idfs, dtype=np.float64),
+                           np.ascontiguousarray(norms, dtype=np.float64), float(k1), sums,
+                           touched, scores)
+    return touched[:n], scores[:n]
+
+
+def top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
+    """The ``n`` best (score descending, then id ascending, as the SQL arms' ORDER BY)."""
+    if len(ids) > n:
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        above = np.flatnonzero(scores > kth)
+        tied = np.flatnonzero(scores == kth)
+        tied = tied[np.argsort(ids[tied], kind="stable")[: n - len(above)]]  # lowest ids
+        keep = np.concatenate([above, tied])
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))
+    return {int(i): float(s) for i, s in zip(ids[order], scores[order], strict=True)}
