@@ -83,7 +83,7 @@ def test_packed_on_the_demo(conn: Any, demo: Collection, unique_name: str) -> No
     "VALUES ('outside', 'bread bread yeast', 'h-outside', '[1,0,0,0]')",
     "UPDATE {t} SET content = 'kettle rope' WHERE id = (SELECT min(id) FROM {t})",
     "DELETE FROM {t} WHERE id = (SELECT max(id) FROM {t})",
-    "TRUNCATE {t}",
+    "DELETE FROM {t} WHERE id % 5 = 0",  # a fifth of the rows: past MAX_DELETED_SHARE
 ])
 def test_any_write_makes_it_stale(conn: Any, corpus: Collection, write: str) -> None:
     """A write outside vecdash (plain SQL) is seen too: the exact path answers, then a rebuild
@@ -146,7 +146,7 @@ def test_loads_that_only_add_rows_extend_it_segment_by_segment(
 
 @pytest.mark.parametrize("write", [
     "UPDATE {t} SET content = 'bread bread bread' WHERE id = (SELECT min(id) FROM {t})",
-    "DELETE FROM {t} WHERE id = (SELECT min(id) + 7 FROM {t})",
+    "DELETE FROM {t} WHERE id % 5 = 0",  # a fifth of the rows: past MAX_DELETED_SHARE
     # an id below the snapshot's highest, in a gap: an insert, but not above what it holds
     "INSERT INTO {t} (id, external_id, content, content_hash, embedding) OVERRIDING SYSTEM VALUE "
     "VALUES "
@@ -161,8 +161,67 @@ def test_after_any_other_write_the_next_load_builds_it_whole(
     assert build_packed(conn, corpus)
     conn.execute(sql.SQL(write).format(t=corpus.table))
     load(conn, corpus, np.random.default_rng(6), 30, start=600)
-    assert segments(conn, corpus) == 1
+    assert (segments(conn, corpus), deleted(conn, corpus)) == (1, 0)
     assert_same_top(conn, corpus, QUERIES, 40)
+
+
+def deleted(conn: Any, c: Collection) -> int:
+    status = packed.packed_status(conn, c)
+    assert status is not None and status.current
+    return status.deleted
+
+
+def test_deletes_are_skipped_by_id_until_they_pass_a_share(
+        conn: Any, corpus: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete (vecdash's or plain SQL) leaves the postings and records the deleted ids, whose
+    postings searches skip, with the statistics' df and average length: exact as before, at any
+    k1 / b, with segments added after; past MAX_DELETED_SHARE the next update builds it whole."""
+    monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
+    queries = [*QUERIES, "w3 w6", "w3", "w601 bread"]  # w3, w6: words of deleted rows only
+    assert delete_documents(conn, corpus, [f"r{i}" for i in range(0, 21, 3)]) == 7
+    assert (deleted(conn, corpus), segments(conn, corpus)) == (7, 1)
+    assert exact(conn, corpus, "w3", 10) == []
+    assert_same_top(conn, corpus, queries, 40)
+    assert_same_top(conn, corpus, queries[-4:], 40, k1=0.7, b=0.2)
+    load(conn, corpus, np.random.default_rng(8), 30, start=600)  # a segment beside them
+    assert (deleted(conn, corpus), segments(conn, corpus)) == (7, 2)
+    # plain SQL: a row added (not packed yet), then it and a held row deleted in one statement
+    conn.execute(sql.SQL("INSERT INTO {} (external_id, content, content_hash, embedding) "
+                         "VALUES ('fresh', 'bread', 'h-fresh', '[1,0,0,0]')").format(corpus.table))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE external_id IN ('fresh', 'r40')").format(
+        corpus.table))
+    assert packed.update_packed(conn, corpus)
+    assert deleted(conn, corpus) == 8
+    assert_same_top(conn, corpus, queries, 40)
+    # 7 + 1 + 60 of 630 held: past 10%, a whole build (no deleted ids held)
+    assert delete_documents(conn, corpus, [f"r{i}" for i in range(100, 400, 5)]) == 60
+    assert (deleted(conn, corpus), segments(conn, corpus)) == (0, 1)
+    assert_same_top(conn, corpus, queries, 40)
+
+
+def test_a_write_log_without_kinds_is_upgraded_and_its_writes_build_whole(
+        conn: Any, corpus: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log of an earlier vecdash had no kind of write: its writes of held rows count as
+    updates (a whole build), and the log and its functions are upgraded at the next build."""
+    monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
+    conn.execute("ALTER TABLE vecdash_bm25_write_log DROP COLUMN kind")
+    conn.execute("""CREATE OR REPLACE FUNCTION vecdash_bm25_write_delete() RETURNS trigger
+        LANGUAGE plpgsql AS $$ DECLARE n bigint; BEGIN
+        INSERT INTO vecdash_bm25_writes AS w (relid, writes) VALUES (TG_RELID, 1)
+        ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1 RETURNING w.writes INTO n;
+        INSERT INTO vecdash_bm25_write_log (relid, write, low_id)
+        SELECT TG_RELID, n, min(id) FROM vecdash_old; RETURN NULL; END $$""")
+    conn.execute(sql.SQL("DELETE FROM {} WHERE external_id = 'r2'").format(corpus.table))
+    token = conn.execute("SELECT token FROM vecdash_bm25_packed_state WHERE relid = "
+                         "%s::regclass", (corpus.table.as_string(conn),)).fetchone()
+    assert packed.update_packed(conn, corpus)
+    assert (segments(conn, corpus), deleted(conn, corpus)) == (1, 0)  # built whole
+    assert conn.execute("SELECT token FROM vecdash_bm25_packed_state WHERE relid = "
+                        "%s::regclass", (corpus.table.as_string(conn),)).fetchone() != token
+    assert_same_top(conn, corpus, QUERIES, 30)
+    assert delete_documents(conn, corpus, ["r1"]) == 1  # the upgraded log: a delete, skipped
+    assert deleted(conn, corpus) == 1
+    assert_same_top(conn, corpus, QUERIES, 30)
 
 
 def test_rows_written_after_a_later_load_was_packed_are_not_missed(

@@ -1,8 +1,10 @@
 """Packed BM25 postings: a snapshot of a managed collection's keyword index that one statement
-reads and numpy scores, exactly as the SQL arms score (same top and scores, ties by id).
+reads and one compiled pass scores (vecdash.bm25.packed_scoring), exactly as the SQL arms score
+(same top and scores, ties by id).
 
 Per lexeme and segment one row holds the documents that have it, as two byte strings
-(document ids, term frequencies); one more row holds every document's length. A keyword search
+(document ids, term frequencies: five bytes a posting); one more row holds every document's
+length. A keyword search
 reads the rows of its query's lexemes (tens of kilobytes for a typical query on 100,000 rows)
 and adds up each lexeme's BM25 part per document, in time with the postings read: no row of the
 collection is read, and any k1 / b is exact, since frequencies and lengths are stored rather
@@ -14,8 +16,11 @@ written: triggers count every write to the table (vecdash's or anyone else's, se
 vecdash.bm25.write_log), the snapshot stores the count it was built at, and a search uses it only
 while the two agree; otherwise the exact path answers. After a load that only added rows (ids
 above the snapshot's highest) the snapshot takes them in as one more segment, at the cost of the
-new rows rather than of the table; past MAX_SEGMENTS the segments are merged from their bytes;
-after any other write (an update, a delete) it is built again from all rows.
+new rows rather than of the table; past MAX_SEGMENTS the segments are merged from their bytes.
+After a delete it records the ids deleted (searches skip their postings and take df, document
+count and total length from the statistics, which the delete updated), up to MAX_DELETED_SHARE
+of the documents it holds; after any other write (an update, an insert below its highest id, a
+TRUNCATE) it is built again from all rows.
 """
 
 from __future__ import annotations
@@ -50,12 +55,14 @@ MAX_ID_SLACK = 1_000_000
 MAX_ID = 2**31 - 1  # ids are stored as int4
 
 # Tables of earlier packed postings (one snapshot without segments; 8-byte ids and 2-byte
-# frequencies) are dropped and rebuilt.
+# frequencies; no deleted ids) are dropped and rebuilt.
 _DDL: LiteralString = """
     DO $$ BEGIN
-        IF to_regclass('vecdash_bm25_packed') IS NOT NULL AND NOT EXISTS (
+        IF to_regclass('vecdash_bm25_packed') IS NOT NULL AND NOT (EXISTS (
                 SELECT FROM pg_attribute WHERE attname = 'tfs_less_one'
-                AND attrelid = to_regclass('vecdash_bm25_packed')) THEN
+                AND attrelid = to_regclass('vecdash_bm25_packed')) AND EXISTS (
+                SELECT FROM pg_attribute WHERE attname = 'deleted'
+                AND attrelid = to_regclass('vecdash_bm25_packed_state'))) THEN
             DROP TABLE vecdash_bm25_packed, vecdash_bm25_packed_state;
         END IF;
     END $$;
@@ -70,10 +77,11 @@ _DDL: LiteralString = """
         relid oid PRIMARY KEY, writes bigint NOT NULL, docs bigint NOT NULL,
         total_length float8 NOT NULL, max_id bigint NOT NULL, segments integer NOT NULL,
         next_segment integer NOT NULL, ids bytea NOT NULL, lengths bytea NOT NULL,
-        token text NOT NULL);
+        deleted bytea NOT NULL DEFAULT '', token text NOT NULL);
     ALTER TABLE vecdash_bm25_packed_state ALTER ids SET STORAGE EXTERNAL,
-        ALTER lengths SET STORAGE EXTERNAL, ALTER ids SET STATISTICS 0,
-        ALTER lengths SET STATISTICS 0;
+        ALTER lengths SET STORAGE EXTERNAL, ALTER deleted SET STORAGE EXTERNAL,
+        ALTER ids SET STATISTICS 0, ALTER lengths SET STATISTICS 0,
+        ALTER deleted SET STATISTICS 0;
 """
 # (The byte strings are stored uncompressed, so a search reads them without decompressing, and
 # without statistics, so an ANALYZE, autovacuum's too, does not read megabytes of them.)
@@ -108,16 +116,20 @@ _STATE: LiteralString = """
         lengths = p.lengths || excluded.lengths, token = excluded.token
     RETURNING p.segments, p.docs, p.max_id"""
 # One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
-# (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit).
+# (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit),
+# each with its df in the statistics, and their document count and total length: after deletes
+# the snapshot's postings still hold the deleted documents (skipped), the statistics do not.
 _READ: LiteralString = """
-    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, s.docs, s.total_length, q.lexemes,
-           p.lexeme, p.df, p.ids, p.tfs_less_one
+    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, tot.docs, tot.total_length,
+           q.lexemes, p.lexeme, t.df, p.ids, p.tfs_less_one
     FROM vecdash_bm25_packed_state s
     LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
+    LEFT JOIN vecdash_bm25_totals tot ON tot.relid = s.relid
     CROSS JOIN (SELECT coalesce(array_agg(DISTINCT u.lexeme ORDER BY u.lexeme), '{}') AS lexemes
                 FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) q
     LEFT JOIN vecdash_bm25_packed p ON p.relid = s.relid AND p.lexeme = ANY(q.lexemes)
                                        AND w.writes IS NOT DISTINCT FROM s.writes
+    LEFT JOIN vecdash_bm25_terms t ON t.relid = s.relid AND t.lexeme = p.lexeme
     WHERE s.relid = %(relid)s
     ORDER BY p.lexeme, p.segment"""
 # Every segment's rows of a lexeme in one (segments hold ascending id ranges, numbered in that
@@ -131,6 +143,9 @@ _MERGE: LiteralString = """
 # A load that only added rows adds a segment of them; past this many, they are merged into one
 # (from the packed bytes: no row of the table is read).
 MAX_SEGMENTS = 8
+# Deleted documents stay in the postings, skipped by id, up to this share of those held; past
+# it the next update builds the snapshot whole.
+MAX_DELETED_SHARE = 0.1
 # What packed_bm25 returns for a snapshot that a write has made stale.
 STALE = "stale"
 
@@ -230,12 +245,14 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
                          "vecdash_bm25_packed_state WHERE relid = %s", (relid,)).fetchone()
     table = collection.table
     if extend and state is not None:
-        writes, touched_held_rows = writes_since(conn, relid, int(state[0]), int(state[1]))
+        since = writes_since(conn, relid, int(state[0]), int(state[1]))
         top_id = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(table)).fetchone()
-        if not touched_held_rows and (top_id is None or (top_id[0] or 0) <= MAX_ID):
-            if writes == int(state[0]):
+        if not since.rewrote_held and (top_id is None or (top_id[0] or 0) <= MAX_ID) and (
+                since.lowest_deleted is None or _mark_deleted(
+                    conn, table, relid, since.lowest_deleted, int(state[1]))):
+            if since.writes == int(state[0]):
                 return None
-            return _extend(conn, table, relid, writes, after=int(state[1]),
+            return _extend(conn, table, relid, since.writes, after=int(state[1]),
                            segment=int(state[2]))
     row = conn.execute(sql.SQL("SELECT (SELECT writes FROM vecdash_bm25_writes WHERE "
                                "relid = %s), count(*), coalesce(max(id), 0) FROM {}")
@@ -247,6 +264,28 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
         forget_writes_up_to(conn, relid, writes)
         return False
     return _extend(conn, table, relid, writes, after=_NO_ID, segment=0)
+
+
+def _mark_deleted(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, lowest: int,
+                  max_id: int) -> bool:
+    """Add the ids the snapshot holds, from ``lowest`` up, that are no longer in the table to
+    its deleted ids (searches skip their postings); False, leaving them, when the deleted ids
+    would pass MAX_DELETED_SHARE of those it holds (a whole build is due)."""
+    row = conn.execute(sql.SQL(
+        "SELECT s.ids, s.deleted, (SELECT coalesce(string_agg(int8send(t.id), ''::bytea "
+        "ORDER BY t.id), ''::bytea) FROM {} t WHERE t.id BETWEEN %(low)s AND %(high)s) "
+        "FROM vecdash_bm25_packed_state s WHERE s.relid = %(relid)s").format(table),
+        {"low": lowest, "high": max_id, "relid": relid}, binary=True).fetchone()
+    assert row is not None
+    held = np.frombuffer(row[0], dtype=">i8")
+    held = held[np.searchsorted(held, lowest):]
+    gone = np.setdiff1d(held, np.frombuffer(row[2], dtype=">i8"), assume_unique=True)
+    deleted = np.union1d(np.frombuffer(row[1], dtype=">i8"), gone)
+    if len(deleted) > MAX_DELETED_SHARE * (len(row[0]) // 8):
+        return False
+    conn.execute("UPDATE vecdash_bm25_packed_state SET deleted = %s WHERE relid = %s",
+                 (deleted.astype(">i8").tobytes(), relid))
+    return True
 
 
 def _delete_snapshot(conn: psycopg.Connection[Any], relid: int) -> None:
@@ -300,12 +339,14 @@ def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> l
 @dataclass(frozen=True)
 class PackedStatus:
     """A collection's snapshot: whether no write has made it stale, its lexemes, the bytes
-    its postings and lengths take and the segments its loads added (merged past MAX_SEGMENTS)."""
+    its postings and lengths take, the segments its loads added (merged past MAX_SEGMENTS) and
+    the deleted documents its postings still hold (skipped)."""
 
     current: bool
     lexemes: int
     size_bytes: int
     segments: int
+    deleted: int = 0
 
 
 def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> PackedStatus | None:
@@ -316,13 +357,13 @@ def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> Pack
                 WHERE p.relid = s.relid),
                (SELECT coalesce(sum(octet_length(p.ids) + octet_length(p.tfs_less_one)), 0)
                 FROM vecdash_bm25_packed p WHERE p.relid = s.relid)
-               + octet_length(s.ids) + octet_length(s.lengths)
+               + octet_length(s.ids) + octet_length(s.lengths), octet_length(s.deleted) / 8
         FROM vecdash_bm25_packed_state s LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
         WHERE s.relid = to_regclass(%s)""", (collection.table.as_string(conn),))
     if not rows:
         return None
-    current, segments, lexemes, size = rows[0]
-    return PackedStatus(bool(current), int(lexemes), int(size), int(segments))
+    current, segments, lexemes, size, deleted = rows[0]
+    return PackedStatus(bool(current), int(lexemes), int(size), int(segments), int(deleted))
 
 
 def packed_is_current(conn: psycopg.Connection[Any], collection: Collection) -> bool:
@@ -340,6 +381,8 @@ def describe_packed(name: str, status: PackedStatus | None) -> str:
              else "stale (the table was written since): keyword search takes the exact path "
                   "until the next load or --pack")
     parts = "" if status.segments <= 1 else f" in {status.segments} segments"
+    if status.deleted:
+        parts += f" (holding {status.deleted:,} deleted documents, skipped)"
     return (f"{name}: packed BM25 postings of {status.lexemes:,} lexemes{parts}, "
             f"{status.size_bytes / 1e6:.1f} MB, {state}")
 
@@ -379,10 +422,8 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
     if not rows[0][0]:
         return STALE
     token, docs, total_length, lexemes = rows[0][1], int(rows[0][2]), float(rows[0][3]), rows[0][4]
-    found = [r for r in rows if r[5] is not None]
-    df_of: dict[str, int] = {}
-    for r in found:  # a lexeme's documents, over the segments
-        df_of[r[5]] = df_of.get(r[5], 0) + int(r[6])
+    found = [r for r in rows if r[5] is not None and r[6] is not None]  # (no df: all deleted)
+    df_of = {r[5]: int(r[6]) for r in found}  # the statistics' df, every segment's row alike
     if max_lexemes is not None and len(df_of) > max_lexemes:
         return None
     if not found or docs == 0:
@@ -401,22 +442,32 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
                      len(touched))
 
 
+@dataclass
+class _SnapshotLengths:
+    """A snapshot's document lengths by id (0 where no document), its deleted ids and the
+    length normalisations computed from them."""
+
+    token: str
+    lengths: np.ndarray
+    deleted: np.ndarray
+    norms: dict[tuple[float, float], np.ndarray]
+
+
 _norms_lock = threading.Lock()
-# relid -> (token, length by id, {(k1, b): length normalisation by id}), per snapshot
-_norms_cache: dict[int, tuple[str, np.ndarray, dict[tuple[float, float], np.ndarray]]] = {}
+_norms_cache: dict[int, _SnapshotLengths] = {}  # by relid, the last snapshot read
 _NORMS_KEPT = 2  # k1 / b pairs kept per snapshot (the default and the one being tried)
 
 
 def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, b: float,
            avglen: float) -> np.ndarray | None:
     """Every document's BM25 length normalisation, k1 * (1 - b + b * length / avglen), indexed by
-    id (0 where no document): the lengths read once per snapshot, the normalisation computed
-    once per snapshot and k1 / b (element by element, so to the bit what a posting's own
-    computation gives)."""
+    id, -1 for a deleted document (the kernel skips its postings): the lengths read once per
+    snapshot, the normalisation computed once per snapshot and k1 / b (element by element, so
+    to the bit what a posting's own computation gives)."""
     with _norms_lock:
         hit = _norms_cache.get(relid)
-    if hit is None or hit[0] != token:
-        row = conn.execute("SELECT ids, lengths FROM vecdash_bm25_packed_state "
+    if hit is None or hit.token != token:
+        row = conn.execute("SELECT ids, lengths, deleted FROM vecdash_bm25_packed_state "
                            "WHERE relid = %s AND token = %s", (relid, token),
                            binary=True).fetchone()
         if row is None:
@@ -424,12 +475,14 @@ def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, 
         ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
         by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
         by_id[ids] = np.frombuffer(row[1], dtype=">i4")
-        hit = (token, by_id, {})
-    norms = hit[2].get((k1, b))
+        hit = _SnapshotLengths(token, by_id, np.frombuffer(row[2], dtype=">i8").astype(np.intp),
+                               {})
+    norms = hit.norms.get((k1, b))
     if norms is None:
-        norms = k1 * (1 - b + b * hit[1] / avglen)
-        kept = dict(list(hit[2].items())[-(_NORMS_KEPT - 1):]) if _NORMS_KEPT > 1 else {}
-        hit = (token, hit[1], {**kept, (k1, b): norms})
+        norms = k1 * (1 - b + b * hit.lengths / avglen)
+        norms[hit.deleted] = -1.0
+        kept = list(hit.norms.items())[-(_NORMS_KEPT - 1):] if _NORMS_KEPT > 1 else []
+        hit = _SnapshotLengths(token, hit.lengths, hit.deleted, {**dict(kept), (k1, b): norms})
     with _norms_lock:
         _norms_cache[relid] = hit
     return norms

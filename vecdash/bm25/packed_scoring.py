@@ -40,9 +40,12 @@ def _compiled_kernel() -> Callable[..., int]:
                     idf = idfs[run]
                     for i in range(starts[run], starts[run + 1]):
                         doc = ids[i]
+                        norm = norms[doc]
+                        if norm < 0.0:  # a deleted document
+                            continue
                         tf = np.float64(np.int64(tfs_less_one[i]) + 1)
                         # the SQL arms' expression, operation for operation
-                        part = idf * tf * k1p1 / (tf + norms[doc])
+                        part = idf * tf * k1p1 / (tf + norm)
                         seen = sums[doc]
                         touched[n] = doc  # kept when unseen (branch-free: the branch mispredicts)
                         n += seen == 0.0  # every part is above 0: a zero sum is unseen
@@ -77,7 +80,8 @@ def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
     """Each id of the runs once (in order of first appearance) and the sum of its BM25 parts,
     ``idf * tf * (k1 + 1) / (tf + norm)`` with the run's idf, the posting's term frequency (one
     more than ``tfs_less_one``, bytes) and the id's length normalisation, added in the runs'
-    order. A run holds ids in range of ``norms``, ascending."""
+    order; ids whose normalisation is below 0 (deleted documents) are skipped. A run holds ids
+    in range of ``norms``, ascending."""
     for run in ids:  # (the kernel does not check bounds: a bad id would write anywhere)
         if len(run) and (run[0] < 0 or run[-1] >= len(norms)):
             raise ValueError("a posting's id is outside the snapshot's documents")

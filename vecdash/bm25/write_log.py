@@ -4,7 +4,7 @@ uses them to tell a snapshot that no write has touched from one that only append
 which it can extend, and from one it must rebuild).
 
 Statement-level triggers (vecdash's loads and plain SQL alike) add one to the table's row in
-vecdash_bm25_writes and log (write number, lowest id written) in vecdash_bm25_write_log: for an
+vecdash_bm25_writes and log (write number, kind, lowest id written) in vecdash_bm25_write_log: for an
 INSERT or COPY the lowest new id, for an UPDATE the lowest old or new id, for a DELETE the lowest
 old id, for a TRUNCATE the lowest bigint (it touches everything); a statement that wrote no row
 logs nothing. The counter row is updated in the writing transaction, so writers of one table take
@@ -14,6 +14,7 @@ rows with ids above the highest id a snapshot held were all written by later sta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
@@ -30,24 +31,31 @@ _COUNT_AND_LOG: LiteralString = """
         ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1 RETURNING w.writes INTO n;
         low := {lowest};
         IF low IS NOT NULL THEN
-            INSERT INTO vecdash_bm25_write_log (relid, write, low_id) VALUES (TG_RELID, n, low);
+            INSERT INTO vecdash_bm25_write_log (relid, write, kind, low_id)
+            VALUES (TG_RELID, n, {kind}, low);
         END IF;
         RETURN NULL;
     END $$"""
+# Per trigger function: the kind of write it logs and the lowest id the statement wrote.
 _LOWEST = {
-    "vecdash_bm25_write_insert": "(SELECT min(id) FROM vecdash_new)",
-    "vecdash_bm25_write_update": "least((SELECT min(id) FROM vecdash_old), "
-                                 "(SELECT min(id) FROM vecdash_new))",
-    "vecdash_bm25_write_delete": "(SELECT min(id) FROM vecdash_old)",
-    "vecdash_bm25_write_truncate": "-9223372036854775808",
+    "vecdash_bm25_write_insert": ("i", "(SELECT min(id) FROM vecdash_new)"),
+    "vecdash_bm25_write_update": ("u", "least((SELECT min(id) FROM vecdash_old), "
+                                       "(SELECT min(id) FROM vecdash_new))"),
+    "vecdash_bm25_write_delete": ("d", "(SELECT min(id) FROM vecdash_old)"),
+    "vecdash_bm25_write_truncate": ("t", "-9223372036854775808"),
 }
 WRITE_LOG_DDL: list[sql.SQL | sql.Composed] = [
     sql.SQL("CREATE TABLE IF NOT EXISTS vecdash_bm25_writes (relid oid PRIMARY KEY, "
             "writes bigint NOT NULL)"),
-    sql.SQL("CREATE TABLE IF NOT EXISTS vecdash_bm25_write_log (relid oid NOT NULL, "
-            "write bigint NOT NULL, low_id bigint NOT NULL, PRIMARY KEY (relid, write))"),
-    *(sql.SQL(_COUNT_AND_LOG).format(name=sql.Identifier(name), lowest=sql.SQL(lowest))
-      for name, lowest in _LOWEST.items()),
+    sql.SQL("""CREATE TABLE IF NOT EXISTS vecdash_bm25_write_log (relid oid NOT NULL,
+            write bigint NOT NULL, kind "char" NOT NULL, low_id bigint NOT NULL,
+            PRIMARY KEY (relid, write))"""),
+    # (An earlier log without kinds: its writes count as updates, which a whole build takes in.)
+    sql.SQL("""ALTER TABLE vecdash_bm25_write_log
+            ADD COLUMN IF NOT EXISTS kind "char" NOT NULL DEFAULT 'u'"""),
+    *(sql.SQL(_COUNT_AND_LOG).format(name=sql.Identifier(name), kind=sql.Literal(kind),
+                                     lowest=sql.SQL(lowest))
+      for name, (kind, lowest) in _LOWEST.items()),
 ]
 # (Each event its own trigger: a trigger with transition tables takes one event. The BM25
 # statistics' triggers capture the same transition tables, which a statement shares.)
@@ -70,9 +78,9 @@ def install_write_log(conn: psycopg.Connection[Any], collection: Collection, rel
     """The tables, functions and the table's triggers, in the caller's transaction (under
     vecdash's DDL lock); the table is locked (SHARE ROW EXCLUSIVE, for CREATE TRIGGER) only
     when a trigger is missing."""
-    ready = conn.execute("SELECT to_regclass('vecdash_bm25_write_log') IS NOT NULL AND "
-                         "to_regprocedure('vecdash_bm25_write_truncate()') IS NOT NULL"
-                         ).fetchone()
+    ready = conn.execute("SELECT to_regprocedure('vecdash_bm25_write_truncate()') IS NOT NULL "
+                         "AND EXISTS (SELECT FROM pg_attribute WHERE attname = 'kind' AND "
+                         "attrelid = to_regclass('vecdash_bm25_write_log'))").fetchone()
     if not (ready and ready[0]):  # (functions replaced only then: a trigger may be running them)
         for statement in WRITE_LOG_DDL:
             conn.execute(statement)
@@ -92,17 +100,28 @@ def install_write_log(conn: psycopg.Connection[Any], collection: Collection, rel
                  "ON CONFLICT (relid) DO NOTHING", {"r": relid})
 
 
+@dataclass(frozen=True)
+class WritesSince:
+    """The table's write count and what the writes after a snapshot's did to the rows it
+    holds (ids up to its highest): whether any inserted, updated or truncated them (only a
+    whole build takes that in), and the lowest id a delete among them removed, if any."""
+
+    writes: int
+    rewrote_held: bool
+    lowest_deleted: int | None
+
+
 def writes_since(conn: psycopg.Connection[Any], relid: int, since: int,
-                 held_ids_up_to: int) -> tuple[int, bool]:
-    """In the caller's snapshot: the table's write count, and whether a write after write
-    ``since`` touched an id up to ``held_ids_up_to`` (else every write since only added rows
-    above it, or changed nothing)."""
+                 held_ids_up_to: int) -> WritesSince:
+    """In the caller's snapshot: what the writes after write ``since`` did to ids up to
+    ``held_ids_up_to`` (rows above them were all written later, see the module's text)."""
     row = conn.execute(
         "SELECT coalesce((SELECT writes FROM vecdash_bm25_writes WHERE relid = %(r)s), 0), "
-        "EXISTS (SELECT FROM vecdash_bm25_write_log WHERE relid = %(r)s AND write > %(s)s "
-        "AND low_id <= %(m)s)", {"r": relid, "s": since, "m": held_ids_up_to}).fetchone()
+        "coalesce(bool_or(kind <> 'd'), false), min(low_id) FILTER (WHERE kind = 'd') "
+        "FROM vecdash_bm25_write_log WHERE relid = %(r)s AND write > %(s)s AND low_id <= %(m)s",
+        {"r": relid, "s": since, "m": held_ids_up_to}).fetchone()
     assert row is not None
-    return int(row[0]), bool(row[1])
+    return WritesSince(int(row[0]), bool(row[1]), None if row[2] is None else int(row[2]))
 
 
 def forget_writes_up_to(conn: psycopg.Connection[Any], relid: int, writes: int) -> None:
