@@ -357,14 +357,21 @@ def test_ids_beyond_four_bytes_leave_the_exact_path_to_answer(conn: Any, corpus:
     assert got[0][0] > 2**31  # (the new row, found)
 
 
-def test_an_earlier_layout_is_replaced_by_the_next_build(conn: Any, corpus: Collection) -> None:
-    """Tables of the eight-byte layout (docs, tfs) are not read (the exact path answers) and
-    are replaced by the next build."""
-    conn.execute("DROP TABLE vecdash_bm25_packed")
-    conn.execute("CREATE TABLE vecdash_bm25_packed (relid oid NOT NULL, lexeme text NOT NULL, "
-                 "segment integer NOT NULL, df integer NOT NULL, docs bytea NOT NULL, "
-                 "tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme, segment))")
+@pytest.mark.parametrize("earlier", [
+    # the eight-byte layout (docs, tfs)
+    "DROP TABLE vecdash_bm25_packed; CREATE TABLE vecdash_bm25_packed (relid oid NOT NULL, "
+    "lexeme text NOT NULL, segment integer NOT NULL, df integer NOT NULL, docs bytea NOT NULL, "
+    "tfs bytea NOT NULL, PRIMARY KEY (relid, lexeme, segment))",
+    # a state without deleted ids (its postings otherwise as now)
+    "ALTER TABLE vecdash_bm25_packed_state DROP COLUMN deleted",
+])
+def test_an_earlier_layout_is_replaced_by_the_next_build(conn: Any, corpus: Collection,
+                                                         earlier: str) -> None:
+    """Tables of an earlier layout are not read (the exact path answers) and are replaced by
+    the next build."""
+    conn.execute(earlier)
     got, work = from_postings(conn, corpus, "bread yeast", 10)
     assert not work and got == exact(conn, corpus, "bread yeast", 10)
+    assert not packed_is_current(conn, corpus)
     assert build_packed(conn, corpus)
     assert_same_top(conn, corpus, QUERIES, 20)

@@ -228,8 +228,9 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
 
 def _tables_ready(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT EXISTS (SELECT FROM pg_attribute WHERE attname = 'tfs_less_one' "
-                       "AND attrelid = to_regclass('vecdash_bm25_packed')) AND "
-                       "to_regclass('vecdash_bm25_packed_state') IS NOT NULL").fetchone()
+                       "AND attrelid = to_regclass('vecdash_bm25_packed')) AND EXISTS (SELECT "
+                       "FROM pg_attribute WHERE attname = 'deleted' "
+                       "AND attrelid = to_regclass('vecdash_bm25_packed_state'))").fetchone()
     return bool(row and row[0])
 
 
@@ -467,11 +468,11 @@ def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, 
     with _norms_lock:
         hit = _norms_cache.get(relid)
     if hit is None or hit.token != token:
-        row = conn.execute("SELECT ids, lengths, deleted FROM vecdash_bm25_packed_state "
-                           "WHERE relid = %s AND token = %s", (relid, token),
-                           binary=True).fetchone()
-        if row is None:
+        rows = _read(conn, "SELECT ids, lengths, deleted FROM vecdash_bm25_packed_state "
+                     "WHERE relid = %s AND token = %s", (relid, token))
+        if not rows:
             return None
+        row = rows[0]
         ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
         by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
         by_id[ids] = np.frombuffer(row[1], dtype=">i4")
