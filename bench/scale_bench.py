@@ -19,7 +19,11 @@ Per size, in one run on one server with the same settings:
   size at most) appended to the full table with its HNSW index, without and with the update of
   the packed postings that ends a load (a segment of the new rows, timed on its own after the
   rows are written, so both rates come from one append); the appended rows are deleted again
-  (the delete rebuilds the packed postings whole: timed), and with --impact-postings the
+  (100 of them, then the rest, both timed: the packed postings record deleted ids up to a tenth
+  of the rows, then build whole; rebuilt untimed after) after both sizes' appends, and vacuumed
+  (timed: pgvector's HNSW vacuum takes minutes at 1M, and an autovacuum left running would
+  overlap whatever is timed next; every timed phase waits for running vacuums first,
+  --vacuum-wait), and with --impact-postings the
   opt-in impact-ordered postings are timed too (vecdash.bm25.postings: backfill, append,
   searches; minutes at 1M). This runs last;
 - HNSW (m=16, ef_construction=64, cosine) build time with maintenance_work_mem set from the
@@ -259,15 +263,29 @@ def delete_appended(conn: Any, c: Any, records: list[Record]) -> float:
     return time.perf_counter() - started
 
 
-def append_figures(conn: Any, c: Any, records: list[Record]) -> dict[str, float]:
-    """Appending to the full table with its HNSW index, the packed postings current: the load
-    with its own update of them held back, then that update (a segment of the new rows) timed
-    on its own, so the rates with and without it come from one append; then deletes of 100 of
-    those rows and of the others (the packed postings record deleted ids up to a tenth of the
-    rows, then build whole); last an untimed whole build, so a rerun finds them as a load
-    leaves them."""
+def wait_for_vacuums(conn: Any, minutes: float) -> None:
+    """Wait until no VACUUM runs on the server (a delete of many rows from a table with an HNSW
+    index starts an autovacuum that takes minutes at 1M rows and competes with whatever is
+    timed on 2 cores), at most ``minutes``; say how long it took."""
+    started = time.perf_counter()
+    while conn.execute("SELECT count(*) FROM pg_stat_progress_vacuum").fetchone()[0]:
+        if time.perf_counter() - started > minutes * 60:
+            print(f"  warning: a VACUUM still runs after {minutes:g} min: the figures that "
+                  "follow overlap it", flush=True)
+            return
+        time.sleep(2)
+    if time.perf_counter() - started > 1:
+        print(f"  waited {time.perf_counter() - started:.0f} s for a VACUUM to finish", flush=True)
+
+
+def append_figures(conn: Any, c: Any, records: list[Record], vacuum_wait: float,
+                   ) -> dict[str, float]:
+    """Appending to the full table with its HNSW index, the packed postings current, no VACUUM
+    running: the load with its own update of them held back, then that update (a segment of
+    the new rows) timed on its own, so the rates with and without it come from one append."""
     if not packed.packed_is_current(conn, c):
         packed.build_packed(conn, c)
+    wait_for_vacuums(conn, vacuum_wait)
     kept, packed.PACKED_MIN_ROWS = packed.PACKED_MIN_ROWS, 2**62
     try:
         load_s = len(records) / append_rate(conn, c, records)
@@ -279,8 +297,17 @@ def append_figures(conn: Any, c: Any, records: list[Record]) -> dict[str, float]
     status = packed.packed_status(conn, c)
     if status is None or not status.current or status.segments < 2:
         print(f"  warning: {c.name}: the append did not add a segment: {status}", flush=True)
-    out = {"append": len(records) / load_s, "append_packed": len(records) / (load_s + segment_s),
-           "segment_s": segment_s, "delete_some_s": delete_appended(conn, c, records[:100])}
+    return {"append": len(records) / load_s, "append_packed": len(records) / (load_s + segment_s),
+            "segment_s": segment_s}
+
+
+def delete_figures(conn: Any, c: Any, records: list[Record]) -> dict[str, float]:
+    """Deleting the appended rows again: 100 of them, then the others (the packed postings
+    record deleted ids up to a tenth of the rows, then build whole), then the VACUUM that
+    reclaims them (pgvector repairs the HNSW graph around deleted rows), run here rather than
+    left to autovacuum; last an untimed whole build, so a rerun finds the packed postings as a
+    load leaves them."""
+    out = {"delete_some_s": delete_appended(conn, c, records[:100])}
     status = packed.packed_status(conn, c)
     if status is None or not status.current or status.deleted != 100:
         print(f"  warning: {c.name}: the delete did not record 100 deleted ids: {status}",
@@ -288,6 +315,11 @@ def append_figures(conn: Any, c: Any, records: list[Record]) -> dict[str, float]
     out["delete_rest_s"] = delete_appended(conn, c, records[100:])
     status = packed.packed_status(conn, c)
     out["delete_rest_whole"] = float(status is not None and status.deleted == 0)
+    conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = "
+                 "'autovacuum worker'")  # (one may have started on the table: this VACUUM waits)
+    started = time.perf_counter()
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(c.table))
+    out["vacuum_s"] = time.perf_counter() - started
     packed.build_packed(conn, c)
     return out
 
@@ -407,6 +439,7 @@ def table(sizes: list[int], figures: list[dict[str, float]]) -> None:
         + ", ".join(f"{n:,}: {'whole' if f.get('delete_rest_whole') else 'recorded'}"
                     for n, f in zip(sizes, figures, strict=True)) + ")",
         "delete_rest_s", "s", None)
+    row("VACUUM after those deletes (pgvector repairs the HNSW graph)", "vacuum_s", "s", None)
     row("ingest with postings, appended to the full table", "append_postings", "rows/s", 0.8,
         True, ",.0f")
     row("postings backfill (enable_postings on the full table)", "postings_backfill_s", "s",
@@ -443,6 +476,8 @@ def main() -> int:
     parser.add_argument("--no-pages", action="store_true", help="skip the page renders")
     parser.add_argument("--impact-postings", action="store_true",
                         help="also time the opt-in impact-ordered postings (minutes at 1M)")
+    parser.add_argument("--vacuum-wait", type=float, default=30,
+                        help="minutes to wait for a running VACUUM before timing (default 30)")
     parser.add_argument("--stand-in-vectors", action="store_true",
                         help="random vectors instead of the cached embeddings: checks the "
                              "machinery only (semantic figures are not those of real vectors)")
@@ -487,6 +522,7 @@ def main() -> int:
             del corpus  # the pages and maps below should not run beside 2 GB of lists
             from vecdash.projection import warm_up
             warm_up()  # numba compiled once, before any map is timed
+            wait_for_vacuums(conn, args.vacuum_wait)  # (one an earlier run's deletes started)
             for name in names:
                 c = get_collection(conn, name)
                 f = dict(saved[name])
@@ -517,7 +553,11 @@ def main() -> int:
                 c = get_collection(conn, name)
                 print(f"{name}: appending {len(appended):,} rows, with and without packed "
                       "postings", flush=True)
-                f.update(append_figures(conn, c, appended))
+                f.update(append_figures(conn, c, appended, args.vacuum_wait))
+            for name, f in zip(names, figures, strict=True):  # (after both appends: the
+                c = get_collection(conn, name)  # deletes' VACUUM overlaps no timed append)
+                print(f"{name}: deleting the appended rows, VACUUM", flush=True)
+                f.update(delete_figures(conn, c, appended))
                 if args.impact_postings:
                     f.update(with_postings(conn, c, appended, query_texts, query_vectors,
                                            embedder, args.repeat))

@@ -4,11 +4,10 @@ reads and one compiled pass scores (vecdash.bm25.packed_scoring), exactly as the
 
 Per lexeme and segment one row holds the documents that have it, as two byte strings
 (document ids, term frequencies: five bytes a posting); one more row holds every document's
-length. A keyword search
-reads the rows of its query's lexemes (tens of kilobytes for a typical query on 100,000 rows)
-and adds up each lexeme's BM25 part per document, in time with the postings read: no row of the
-collection is read, and any k1 / b is exact, since frequencies and lengths are stored rather
-than impacts.
+length. A keyword search reads the rows of its query's lexemes (tens of kilobytes for a typical
+query on 100,000 rows) and adds up each lexeme's BM25 part per document, in time with the
+postings read: no row of the collection is read, and any k1 / b is exact, since frequencies and
+lengths are stored rather than impacts.
 
 The snapshot is built on request or after a load (collections of PACKED_MIN_ROWS rows and more),
 in one REPEATABLE READ transaction that locks nothing. It is valid while the table is not
@@ -120,7 +119,8 @@ _STATE: LiteralString = """
 # each with its df in the statistics, and their document count and total length: after deletes
 # the snapshot's postings still hold the deleted documents (skipped), the statistics do not.
 _READ: LiteralString = """
-    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, tot.docs, tot.total_length,
+    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, coalesce(tot.docs, 0),
+           coalesce(tot.total_length, 0),
            q.lexemes, p.lexeme, t.df, p.ids, p.tfs_less_one
     FROM vecdash_bm25_packed_state s
     LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid

@@ -47,8 +47,8 @@ def _compiled_kernel() -> Callable[..., int]:
                         # the SQL arms' expression, operation for operation
                         part = idf * tf * k1p1 / (tf + norm)
                         seen = sums[doc]
-                        touched[n] = doc  # kept when unseen (branch-free: the branch mispredicts)
-                        n += seen == 0.0  # every part is above 0: a zero sum is unseen
+                        touched[n] = doc  # kept only when unseen: every part is above 0,
+                        n += seen == 0.0  # so a zero sum is a document not met yet
                         sums[doc] = seen + part
                 for j in range(n):
                     scores[j] = sums[touched[j]]
