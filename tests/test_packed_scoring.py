@@ -4,7 +4,11 @@ the top is the n best, score descending and id ascending."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +77,42 @@ def test_threads_score_at_once_without_mixing_their_sums() -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_each_search_scores_with_its_own_snapshots_lengths() -> None:
+    # The working memory kept between searches holds the last search's normalisations: a search
+    # of another snapshot (other values, another size) or another k1 / b must not score with them.
+    rng = np.random.default_rng(2)
+    snapshots = [rng.random(50) + 0.1, rng.random(80) + 0.1, rng.random(50) + 2.0]
+    snapshots[2][7] = -1.0  # a deleted document
+    ids = [np.array([1, 7, 20, 49]), np.array([7, 33])]
+    tfs = [np.array([0, 3, 1, 2], dtype=np.uint8), np.array([5, 0], dtype=np.uint8)]
+    idfs = np.array([1.5, 0.7])
+    for norms in snapshots * 2:
+        want = {d: s for d, s in reference(ids, tfs, idfs, np.maximum(norms, 0)).items()
+                if norms[d] >= 0}
+        touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+        assert dict(zip(touched.tolist(), scores.tolist(), strict=True)) == want
+
+
+def test_more_postings_than_documents_stay_inside_the_working_memory(tmp_path: Path) -> None:
+    # Every document met, then met again: the kernel (compiled without bounds checks) must not
+    # write past the room it was given. A fresh process compiles it with NUMBA_BOUNDSCHECK=1,
+    # which turns such a write into an IndexError.
+    script = (
+        "import numpy as np\n"
+        "from vecdash.bm25.packed_scoring import sum_by_id\n"
+        "for size in (1, 3, 8):\n"
+        "    run = np.arange(size)\n"
+        "    tfs = np.zeros(size, dtype=np.uint8)\n"
+        "    for _ in range(2):\n"
+        "        touched, scores = sum_by_id([run] * 3, [tfs] * 3, np.ones(3), np.ones(size), k1=1.2)\n"
+        "        assert sorted(touched.tolist()) == list(range(size)), touched\n"
+    )
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_an_id_outside_the_documents_is_refused() -> None:

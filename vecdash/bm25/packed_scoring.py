@@ -4,8 +4,9 @@ the top documents picked from the sums.
 
 The parts are computed and added exactly as the SQL arms compute and add them (the same
 operations in the same order, lexeme by lexeme, no fused multiply-add), so the scores agree to the
-bit. The sums live in one array by id per thread, all zeros between searches: a search costs
-the postings it reads, not a pass over every document.
+bit. The sums live beside the normalisations in one array by id, kept for the next search and
+all zeros between searches: a search costs the postings it reads, not a pass over every
+document.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,27 +34,27 @@ def _compiled_kernel() -> Callable[..., int]:
             import numba
 
             @numba.njit(cache=True, nogil=True, boundscheck=False)
-            def add_parts(ids: Any, tfs_less_one: Any, starts: Any, idfs: Any, norms: Any, k1: float,
-                          sums: Any, touched: Any, scores: Any) -> int:
+            def add_parts(ids: Any, tfs_less_one: Any, starts: Any, idfs: Any, k1: float,
+                          norms_and_sums: Any, touched: Any, scores: Any) -> int:
                 k1p1 = k1 + 1
                 n = 0
                 for run in range(len(idfs)):
                     idf = idfs[run]
                     for i in range(starts[run], starts[run + 1]):
                         doc = ids[i]
-                        norm = norms[doc]
+                        norm = norms_and_sums[doc, 0]
                         if norm < 0.0:  # a deleted document
                             continue
                         tf = np.float64(np.int64(tfs_less_one[i]) + 1)
                         # the SQL arms' expression, operation for operation
                         part = idf * tf * k1p1 / (tf + norm)
-                        seen = sums[doc]
+                        seen = norms_and_sums[doc, 1]
                         touched[n] = doc  # kept only when unseen: every part is above 0,
                         n += seen == 0.0  # so a zero sum is a document not met yet
-                        sums[doc] = seen + part
+                        norms_and_sums[doc, 1] = seen + part
                 for j in range(n):
-                    scores[j] = sums[touched[j]]
-                    sums[touched[j]] = 0.0
+                    scores[j] = norms_and_sums[touched[j], 1]
+                    norms_and_sums[touched[j], 1] = 0.0
                 return n
 
             _kernel = add_parts
@@ -72,7 +74,52 @@ def warm_up_in_background() -> threading.Thread:
     return warm_up_once("BM25 scoring", warm_up)
 
 
-_sums_by_thread = threading.local()
+@dataclass(eq=False)  # (removed from the free list by identity)
+class _Scratch:
+    """One search's working memory: per id its length normalisation and its sum side by side (a
+    posting touches one cache line, not two), the sums all zero between searches; and room for
+    the ids met and their sums."""
+
+    norms: np.ndarray  # the normalisations copied into column 0 (kept to recognise them)
+    norms_and_sums: np.ndarray
+    touched: np.ndarray
+    scores: np.ndarray
+
+
+# Free scratch memory for the next search, whatever its thread: Streamlit runs each rerun in a
+# new thread, and a fresh array costs its page faults (milliseconds at 1M documents). As many as
+# searches ran at once, at most _SCRATCH_KEPT.
+_scratch_lock = threading.Lock()
+_scratch_free: list[_Scratch] = []
+_SCRATCH_KEPT = 4
+
+
+def _take_scratch(norms: np.ndarray, postings: int) -> _Scratch:
+    with _scratch_lock:
+        mine = next((s for s in _scratch_free if s.norms is norms), None)
+        if mine is None and _scratch_free:
+            mine = _scratch_free[-1]
+        if mine is not None:
+            _scratch_free.remove(mine)
+    # The kernel writes touched[n] before it knows whether the id is new: n never passes the
+    # postings read so far, nor the ids there are.
+    room = min(postings, len(norms) + 1)
+    if mine is None or len(mine.norms_and_sums) != len(norms):
+        pairs = np.zeros((len(norms), 2))
+        pairs[:, 0] = norms
+        return _Scratch(norms, pairs, np.empty(room, np.int64), np.empty(room))
+    if mine.norms is not norms:  # another snapshot, or k1 / b: its sums are all zero
+        mine.norms_and_sums[:, 0] = norms
+        mine.norms = norms
+    if len(mine.touched) < room:
+        mine.touched, mine.scores = np.empty(room, np.int64), np.empty(room)
+    return mine
+
+
+def _give_back(scratch: _Scratch) -> None:
+    with _scratch_lock:
+        if len(_scratch_free) < _SCRATCH_KEPT:
+            _scratch_free.append(scratch)
 
 
 def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
@@ -81,23 +128,21 @@ def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
     ``idf * tf * (k1 + 1) / (tf + norm)`` with the run's idf, the posting's term frequency (one
     more than ``tfs_less_one``, bytes) and the id's length normalisation, added in the runs'
     order; ids whose normalisation is below 0 (deleted documents) are skipped. A run holds ids
-    in range of ``norms``, ascending."""
+    in range of ``norms``, ascending. ``norms`` is read only; passing the same array again
+    (a cached one) spares copying it."""
     for run in ids:  # (the kernel does not check bounds: a bad id would write anywhere)
         if len(run) and (run[0] < 0 or run[-1] >= len(norms)):
             raise ValueError("a posting's id is outside the snapshot's documents")
-    sums: np.ndarray | None = getattr(_sums_by_thread, "sums", None)
-    if sums is None or len(sums) < len(norms):
-        sums = _sums_by_thread.sums = np.zeros(len(norms))
     all_ids = np.concatenate(ids).astype(np.int64, copy=False) if ids else np.zeros(0, np.int64)
     all_tfs = np.concatenate(tfs_less_one) if tfs_less_one else np.zeros(0, np.uint8)
     starts = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(run) for run in ids], out=starts[1:])
-    touched = np.empty(len(all_ids), dtype=np.int64)
-    scores = np.empty(len(all_ids))
+    scratch = _take_scratch(norms, len(all_ids))
     n = _compiled_kernel()(all_ids, all_tfs, starts, np.asarray(idfs, dtype=np.float64),
-                           np.ascontiguousarray(norms, dtype=np.float64), float(k1), sums,
-                           touched, scores)
-    return touched[:n], scores[:n]
+                           float(k1), scratch.norms_and_sums, scratch.touched, scratch.scores)
+    found = scratch.touched[:n].copy(), scratch.scores[:n].copy()
+    _give_back(scratch)  # (only when the kernel finished: its sums are zero again)
+    return found
 
 
 def top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
