@@ -4,6 +4,7 @@ max_wal_size, alternating: whether checkpoints (each page's first change after o
 full image into the WAL) explain why an append to the 1M table is slower (issue 20).
 
     .venv/bin/python bench/append_checkpoints.py --data-dir DIR [--rounds 2] [--rows 10000]
+        [--corpus FILE]
 
 DIR is one that `bench/scale_bench.py --data-dir DIR` filled (scale_100000, scale_1000000). Per
 round, setting and size, once no VACUUM runs: ingest_records of --rows new perturbed copies
@@ -16,6 +17,7 @@ overlap the next); then all are deleted and vacuumed, and the settings reset.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -75,9 +77,13 @@ def main() -> int:
     parser.add_argument("--data-dir", required=True, help="a scale_bench --data-dir")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=10_000, help="rows per append")
+    parser.add_argument("--corpus", help="the docstrings-*.jsonl scale_bench was given, if any")
     args = parser.parse_args()
     os.environ.update(VECDASH_DATA_DIR=args.data_dir, VECDASH_AUTOLOAD_DEMO="0")
-    docs, held = realtext.split(realtext.harvest(), 100_000, realtext.HELD_OUT)
+    passages = (realtext.harvest() if not args.corpus else
+                [realtext.Passage(**json.loads(line))
+                 for line in Path(args.corpus).read_text(encoding="utf-8").splitlines()])
+    docs, held = realtext.split(passages, 100_000, realtext.HELD_OUT)
     vectors = sb.cached_vectors(docs + held, LocalEmbedder(), False, 0)
     corpus = sb.Corpus(docs, vectors[: len(docs)], len(docs))
     batches = [corpus.extra(args.rows, seed=100 + i) for i in range(args.rounds * len(SETTINGS))]
