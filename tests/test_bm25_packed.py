@@ -115,10 +115,14 @@ def test_a_load_or_a_delete_rebuilds_it_on_a_large_collection(
         drop_collection(conn, unique_name)
 
 
-def segments(conn: Any, c: Collection) -> int:
+def current(conn: Any, c: Collection) -> packed.PackedStatus:
     status = packed.packed_status(conn, c)
     assert status is not None and status.current
-    return status.segments
+    return status
+
+
+def segments(conn: Any, c: Collection) -> int:
+    return current(conn, c).segments
 
 
 def test_loads_that_only_add_rows_extend_it_segment_by_segment(
@@ -166,9 +170,7 @@ def test_after_any_other_write_the_next_load_builds_it_whole(
 
 
 def deleted(conn: Any, c: Collection) -> int:
-    status = packed.packed_status(conn, c)
-    assert status is not None and status.current
-    return status.deleted
+    return current(conn, c).deleted
 
 
 def test_deletes_are_skipped_by_id_until_they_pass_a_share(
