@@ -1,6 +1,7 @@
 """The packed postings' scoring kernel: the sums by id are those of adding each run's parts in
 order (to the bit), each id once, the sums array left zeroed for the next search (in any thread);
-the top is the n best, score descending and id ascending."""
+only sums at a floor or above are kept, and the floor keeps the n best; the top is the n best,
+score descending and id ascending."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vecdash.bm25.packed_scoring import sum_by_id, top
+from vecdash.bm25.packed_scoring import Sums, sum_by_id, top, top_floor
 
 K1 = 1.2
 
@@ -44,12 +45,51 @@ def test_sums_are_the_runs_parts_added_in_order(runs: list[tuple[set[int], float
     ids = [np.array(sorted(r), dtype=">i4") for r, _ in runs]
     tfs = [rng.integers(0, 255, size=len(run), dtype=np.uint8) for run in ids]
     idfs = np.array([idf for _, idf in runs])
-    touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+    touched, scores = pairs(sum_by_id(ids, tfs, idfs, norms, k1=K1))
     want = reference(ids, tfs, idfs, norms)
     assert len(touched) == len(set(touched.tolist())) == len(want)
     assert dict(zip(touched.tolist(), scores.tolist(), strict=True)) == want  # exact equality
-    again = sum_by_id(ids, tfs, idfs, norms, k1=K1)  # nothing left over from the first
+    again = pairs(sum_by_id(ids, tfs, idfs, norms, k1=K1))  # nothing left over from the first
     assert again[0].tolist() == touched.tolist() and again[1].tolist() == scores.tolist()
+
+
+def pairs(found: Sums) -> tuple[np.ndarray, np.ndarray]:
+    return found.ids, found.sums
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=st.lists(st.sets(st.integers(0, 299), max_size=150), max_size=6),
+       n=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_the_floor_keeps_the_top(runs: list[set[int]], n: int, seed: int) -> None:
+    # Few norm and idf values: many equal sums, so a top that ends in a tie is common.
+    rng = np.random.default_rng(seed)
+    norms = rng.choice([0.4, 1.2, 2.0], size=300)
+    norms[rng.random(300) < 0.05] = -1.0  # deleted documents
+    ids = [np.array(sorted(r), dtype=">i4") for r in runs]
+    tfs = [rng.integers(0, 3, size=len(run), dtype=np.uint8) for run in ids]
+    idfs = rng.choice([0.3, 2.5, 7.0], size=len(runs))
+    floor = top_floor(ids, tfs, idfs, norms, k1=K1, n=n)
+    kept = sum_by_id(ids, tfs, idfs, norms, k1=K1, at_least=floor)
+    every = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+    assert kept.met == every.met == len(every.ids)
+    assert sorted(kept.ids.tolist()) == sorted(d for d, s in zip(every.ids.tolist(),
+                                                                 every.sums.tolist(),
+                                                                 strict=True) if s >= floor)
+    assert top(kept.ids, kept.sums, n) == top(every.ids, every.sums, n)
+
+
+def test_the_floor_leaves_most_documents_out() -> None:
+    # A rare word with a large idf and a common one: the top n hold the rare word, and the
+    # floor, its n-th best part, is above what the common word alone gives.
+    rng = np.random.default_rng(3)
+    norms = rng.random(20_000) + 0.5
+    ids = [np.sort(rng.choice(20_000, size=500, replace=False)),
+           np.sort(rng.choice(20_000, size=10_000, replace=False))]
+    tfs = [rng.integers(0, 3, size=len(r), dtype=np.uint8) for r in ids]
+    idfs = np.array([8.0, 0.5])
+    floor = top_floor(ids, tfs, idfs, norms, k1=K1, n=10)
+    kept = sum_by_id(ids, tfs, idfs, norms, k1=K1, at_least=floor)
+    assert kept.met > 10_000 and len(kept.ids) < 500, (kept.met, len(kept.ids))
 
 
 def test_threads_score_at_once_without_mixing_their_sums() -> None:
@@ -67,7 +107,7 @@ def test_threads_score_at_once_without_mixing_their_sums() -> None:
     def score(case: int) -> None:
         ids, tfs, idfs, want = cases[case]
         for _ in range(30):
-            touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+            touched, scores = pairs(sum_by_id(ids, tfs, idfs, norms, k1=K1))
             if dict(zip(touched.tolist(), scores.tolist(), strict=True)) != want:
                 failures.append(case)
 
@@ -91,7 +131,7 @@ def test_each_search_scores_with_its_own_snapshots_lengths() -> None:
     for norms in snapshots * 2:
         want = {d: s for d, s in reference(ids, tfs, idfs, np.maximum(norms, 0)).items()
                 if norms[d] >= 0}
-        touched, scores = sum_by_id(ids, tfs, idfs, norms, k1=K1)
+        touched, scores = pairs(sum_by_id(ids, tfs, idfs, norms, k1=K1))
         assert dict(zip(touched.tolist(), scores.tolist(), strict=True)) == want
 
 
@@ -106,8 +146,8 @@ def test_more_postings_than_documents_stay_inside_the_working_memory(tmp_path: P
         "    run = np.arange(size)\n"
         "    tfs = np.zeros(size, dtype=np.uint8)\n"
         "    for _ in range(2):\n"
-        "        touched, scores = sum_by_id([run] * 3, [tfs] * 3, np.ones(3), np.ones(size), k1=1.2)\n"
-        "        assert sorted(touched.tolist()) == list(range(size)), touched\n"
+        "        found = sum_by_id([run] * 3, [tfs] * 3, np.ones(3), np.ones(size), k1=1.2)\n"
+        "        assert sorted(found.ids.tolist()) == list(range(size)), found\n"
     )
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,

@@ -34,7 +34,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from vecdash.bm25.packed_scoring import sum_by_id, top
+from vecdash.bm25.packed_scoring import sum_by_id, top, top_floor
 from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
 from vecdash.bm25.write_log import forget_writes_up_to, install_write_log, writes_since
 from vecdash.db import outside_transaction, relation_exists, require_writable
@@ -437,10 +437,11 @@ def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: in
     if any(len(run) and (run[0] < 0 or run[-1] >= len(norms)) for run in ids):
         return None  # (ids ascending in a run) not the snapshot's documents: the exact path
     idfs = np.array([np.log(1 + (docs - df_of[r[5]] + 0.5) / (df_of[r[5]] + 0.5)) for r in found])
-    touched, scores = sum_by_id(ids, [np.frombuffer(r[8], dtype=np.uint8) for r in found],
-                                idfs, norms, k1=k1)
-    return PackedArm(list(lexemes), top(touched, scores, candidates), sum(map(len, ids)),
-                     len(touched))
+    tfs = [np.frombuffer(r[8], dtype=np.uint8) for r in found]
+    found_sums = sum_by_id(ids, tfs, idfs, norms, k1=k1,
+                           at_least=top_floor(ids, tfs, idfs, norms, k1=k1, n=candidates))
+    return PackedArm(list(lexemes), top(found_sums.ids, found_sums.sums, candidates),
+                     sum(map(len, ids)), found_sums.met)
 
 
 @dataclass

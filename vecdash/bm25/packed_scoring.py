@@ -6,7 +6,8 @@ The parts are computed and added exactly as the SQL arms compute and add them (t
 operations in the same order, lexeme by lexeme, no fused multiply-add), so the scores agree to the
 bit. The sums live beside the normalisations in one array by id, kept for the next search and
 all zeros between searches: a search costs the postings it reads, not a pass over every
-document.
+document. The top's n-th score is known beforehand to reach a floor (the n-th best part of a
+rare word's run), and only sums at the floor or above leave the kernel to be ranked.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import numpy as np
 from vecdash.background import warm_up_once
 
 _kernel_lock = threading.Lock()
-_kernel: Callable[..., int] | None = None
+_kernel: Callable[..., tuple[int, int]] | None = None
 
 
-def _compiled_kernel() -> Callable[..., int]:
+def _compiled_kernel() -> Callable[..., tuple[int, int]]:
     """The numba kernel, imported (and compiled, or loaded from numba's disk cache) on first use:
     importing numba costs a fraction of a second that pages which never score postings skip."""
     global _kernel
@@ -35,7 +36,8 @@ def _compiled_kernel() -> Callable[..., int]:
 
             @numba.njit(cache=True, nogil=True, boundscheck=False)
             def add_parts(ids: Any, tfs_less_one: Any, starts: Any, idfs: Any, k1: float,
-                          norms_and_sums: Any, touched: Any, scores: Any) -> int:
+                          norms_and_sums: Any, touched: Any, scores: Any,
+                          at_least: float) -> tuple[int, int]:
                 k1p1 = k1 + 1
                 n = 0
                 for run in range(len(idfs)):
@@ -52,10 +54,16 @@ def _compiled_kernel() -> Callable[..., int]:
                         touched[n] = doc  # kept only when unseen: every part is above 0,
                         n += seen == 0.0  # so a zero sum is a document not met yet
                         norms_and_sums[doc, 1] = seen + part
+                kept = 0  # the sums of at least at_least, moved to the front
                 for j in range(n):
-                    scores[j] = norms_and_sums[touched[j], 1]
-                    norms_and_sums[touched[j], 1] = 0.0
-                return n
+                    doc = touched[j]
+                    total = norms_and_sums[doc, 1]
+                    norms_and_sums[doc, 1] = 0.0
+                    if total >= at_least:
+                        touched[kept] = doc
+                        scores[kept] = total
+                        kept += 1
+                return kept, n
 
             _kernel = add_parts
         return _kernel
@@ -122,14 +130,25 @@ def _give_back(scratch: _Scratch) -> None:
             _scratch_free.append(scratch)
 
 
+@dataclass(frozen=True)
+class Sums:
+    """The documents kept and their sums, and how many documents the postings met."""
+
+    ids: np.ndarray
+    sums: np.ndarray
+    met: int
+
+
 def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
-              norms: np.ndarray, *, k1: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each id of the runs once (in order of first appearance) and the sum of its BM25 parts,
+              norms: np.ndarray, *, k1: float,
+              at_least: float = 0.0) -> Sums:
+    """Each id of the runs (in order of first appearance) and the sum of its BM25 parts,
     ``idf * tf * (k1 + 1) / (tf + norm)`` with the run's idf, the posting's term frequency (one
     more than ``tfs_less_one``, bytes) and the id's length normalisation, added in the runs'
-    order; ids whose normalisation is below 0 (deleted documents) are skipped. A run holds ids
-    in range of ``norms``, ascending. ``norms`` is read only; passing the same array again
-    (a cached one) spares copying it."""
+    order, kept when the sum is ``at_least`` or more (``top_floor``: at a million documents,
+    picking the top from every sum costs as much as adding them); ids whose normalisation is
+    below 0 (deleted documents) are skipped. A run holds ids in range of ``norms``, ascending.
+    ``norms`` is read only; passing the same array again (a cached one) spares copying it."""
     for run in ids:  # (the kernel does not check bounds: a bad id would write anywhere)
         if len(run) and (run[0] < 0 or run[-1] >= len(norms)):
             raise ValueError("a posting's id is outside the snapshot's documents")
@@ -138,11 +157,33 @@ def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
     starts = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(run) for run in ids], out=starts[1:])
     scratch = _take_scratch(norms, len(all_ids))
-    n = _compiled_kernel()(all_ids, all_tfs, starts, np.asarray(idfs, dtype=np.float64),
-                           float(k1), scratch.norms_and_sums, scratch.touched, scratch.scores)
-    found = scratch.touched[:n].copy(), scratch.scores[:n].copy()
+    kept, met = _compiled_kernel()(all_ids, all_tfs, starts,
+                                   np.asarray(idfs, dtype=np.float64), float(k1),
+                                   scratch.norms_and_sums, scratch.touched, scratch.scores,
+                                   float(at_least))
+    found = Sums(scratch.touched[:kept].copy(), scratch.scores[:kept].copy(), met)
     _give_back(scratch)  # (only when the kernel finished: its sums are zero again)
     return found
+
+
+def top_floor(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
+              norms: np.ndarray, *, k1: float, n: int) -> float:
+    """A score the ``n``-th best sum of ``sum_by_id`` is known to reach: the ``n``-th best part
+    within one run (its documents' sums are at least their parts, every part being above 0),
+    the best over the shorter runs (a short run is cheap to score; the rarest words hold the
+    best parts). 0 when no run holds ``n`` live documents."""
+    floor = 0.0
+    longest = max(4 * n, sum(len(run) for run in ids) // 8)
+    for run, run_tfs, idf in zip(ids, tfs_less_one, idfs, strict=True):
+        if not n <= len(run) <= longest:
+            continue
+        run_norms = norms[run]
+        live = run_norms >= 0  # (below 0: a deleted document)
+        tf = run_tfs[live].astype(np.float64) + 1
+        parts = idf * tf * (k1 + 1) / (tf + run_norms[live])  # as the kernel computes them
+        if len(parts) >= n:
+            floor = max(floor, float(np.partition(parts, len(parts) - n)[len(parts) - n]))
+    return floor
 
 
 def top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
