@@ -1,7 +1,8 @@
 """The packed postings' scoring kernel: the sums by id are those of adding each run's parts in
-order (to the bit), each id once, the sums array left zeroed for the next search (in any thread);
-only sums at a floor or above are kept, and the floor keeps the n best; the top is the n best,
-score descending and id ascending."""
+order (to the bit), each id once, in one pass or in two halves of the ids on two threads, the
+sums array left zeroed for the next search (in any thread); only sums at a floor or above are
+kept, and the floor keeps the n best; the top is the n best, score descending and id
+ascending."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vecdash.bm25 import packed_scoring
 from vecdash.bm25.packed_scoring import Sums, sum_by_id, top, top_floor
 
 K1 = 1.2
@@ -36,10 +40,29 @@ runs = st.lists(st.tuples(st.sets(st.integers(0, 199), max_size=60),
                           st.floats(0.01, 12.0)), max_size=6)
 
 
+@contextmanager
+def halves(split: bool) -> Iterator[None]:
+    """Postings added in two halves of the ids on two threads (on a machine with two cores), or
+    in one."""
+    was = packed_scoring.SPLIT_MIN_POSTINGS
+    packed_scoring.SPLIT_MIN_POSTINGS = 0 if split else 2**62
+    try:
+        yield
+    finally:
+        packed_scoring.SPLIT_MIN_POSTINGS = was
+
+
+@pytest.mark.parametrize("split", [False, True])
 @settings(max_examples=150, deadline=None)
 @given(runs=runs, seed=st.integers(0, 2**16))
-def test_sums_are_the_runs_parts_added_in_order(runs: list[tuple[set[int], float]],
+def test_sums_are_the_runs_parts_added_in_order(split: bool,
+                                                 runs: list[tuple[set[int], float]],
                                                  seed: int) -> None:
+    with halves(split):
+        check_sums(runs, seed)
+
+
+def check_sums(runs: list[tuple[set[int], float]], seed: int) -> None:
     rng = np.random.default_rng(seed)
     norms = rng.random(200) * 3
     ids = [np.array(sorted(r), dtype=">i4") for r, _ in runs]
@@ -57,10 +80,16 @@ def pairs(found: Sums) -> tuple[np.ndarray, np.ndarray]:
     return found.ids, found.sums
 
 
+@pytest.mark.parametrize("split", [False, True])
 @settings(max_examples=200, deadline=None)
 @given(runs=st.lists(st.sets(st.integers(0, 299), max_size=150), max_size=6),
        n=st.integers(1, 40), seed=st.integers(0, 2**16))
-def test_the_floor_keeps_the_top(runs: list[set[int]], n: int, seed: int) -> None:
+def test_the_floor_keeps_the_top(split: bool, runs: list[set[int]], n: int, seed: int) -> None:
+    with halves(split):
+        check_floor(runs, n, seed)
+
+
+def check_floor(runs: list[set[int]], n: int, seed: int) -> None:
     # Few norm and idf values: many equal sums, so a top that ends in a tie is common.
     rng = np.random.default_rng(seed)
     norms = rng.choice([0.4, 1.2, 2.0], size=300)
@@ -92,7 +121,8 @@ def test_the_floor_leaves_most_documents_out() -> None:
     assert kept.met > 10_000 and len(kept.ids) < 500, (kept.met, len(kept.ids))
 
 
-def test_threads_score_at_once_without_mixing_their_sums() -> None:
+@pytest.mark.parametrize("split", [False, True])
+def test_threads_score_at_once_without_mixing_their_sums(split: bool) -> None:
     rng = np.random.default_rng(1)
     norms = rng.random(5000) + 0.2
     cases = []
@@ -112,10 +142,11 @@ def test_threads_score_at_once_without_mixing_their_sums() -> None:
                 failures.append(case)
 
     threads = [threading.Thread(target=score, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with halves(split):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     assert failures == []
 
 
@@ -141,8 +172,10 @@ def test_more_postings_than_documents_stay_inside_the_working_memory(tmp_path: P
     # which turns such a write into an IndexError.
     script = (
         "import numpy as np\n"
+        "from vecdash.bm25 import packed_scoring\n"
         "from vecdash.bm25.packed_scoring import sum_by_id\n"
-        "for size in (1, 3, 8):\n"
+        "for size, split in [(s, split) for s in (1, 2, 3, 8) for split in (0, 2**62)]:\n"
+        "    packed_scoring.SPLIT_MIN_POSTINGS = split  # two halves, or one\n"
         "    run = np.arange(size)\n"
         "    tfs = np.zeros(size, dtype=np.uint8)\n"
         "    for _ in range(2):\n"

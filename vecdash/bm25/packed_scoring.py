@@ -7,14 +7,18 @@ operations in the same order, lexeme by lexeme, no fused multiply-add), so the s
 bit. The sums live beside the normalisations in one array by id, kept for the next search and
 all zeros between searches: a search costs the postings it reads, not a pass over every
 document. The top's n-th score is known beforehand to reach a floor (the n-th best part of a
-rare word's run), and only sums at the floor or above leave the kernel to be ranked.
+rare word's run), and only sums at the floor or above leave the kernel to be ranked. With a
+second core and many postings, the lower and upper halves of the ids are added at once, on two
+threads (the kernel releases the GIL).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +39,14 @@ def _compiled_kernel() -> Callable[..., tuple[int, int]]:
             import numba
 
             @numba.njit(cache=True, nogil=True, boundscheck=False)
-            def add_parts(ids: Any, tfs_less_one: Any, starts: Any, idfs: Any, k1: float,
-                          norms_and_sums: Any, touched: Any, scores: Any,
+            def add_parts(ids: Any, tfs_less_one: Any, begins: Any, ends: Any, idfs: Any,
+                          k1: float, norms_and_sums: Any, touched: Any, scores: Any,
                           at_least: float) -> tuple[int, int]:
                 k1p1 = k1 + 1
                 n = 0
                 for run in range(len(idfs)):
                     idf = idfs[run]
-                    for i in range(starts[run], starts[run + 1]):
+                    for i in range(begins[run], ends[run]):
                         doc = ids[i]
                         norm = norms_and_sums[doc, 0]
                         if norm < 0.0:  # a deleted document
@@ -102,16 +106,13 @@ _scratch_free: list[_Scratch] = []
 _SCRATCH_KEPT = 4
 
 
-def _take_scratch(norms: np.ndarray, postings: int) -> _Scratch:
+def _take_scratch(norms: np.ndarray, room: int) -> _Scratch:
     with _scratch_lock:
         mine = next((s for s in _scratch_free if s.norms is norms), None)
         if mine is None and _scratch_free:
             mine = _scratch_free[-1]
         if mine is not None:
             _scratch_free.remove(mine)
-    # The kernel writes touched[n] before it knows whether the id is new: n never passes the
-    # postings read so far, nor the ids there are.
-    room = min(postings, len(norms) + 1)
     if mine is None or len(mine.norms_and_sums) != len(norms):
         pairs = np.zeros((len(norms), 2))
         pairs[:, 0] = norms
@@ -130,6 +131,27 @@ def _give_back(scratch: _Scratch) -> None:
             _scratch_free.append(scratch)
 
 
+SPLIT_MIN_POSTINGS = 40_000  # below this, a second thread's start costs more than it saves
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        return os.cpu_count() or 1
+
+
+def _second_core() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecdash-bm25")
+        return _pool
+
+
 @dataclass(frozen=True)
 class Sums:
     """The documents kept and their sums, and how many documents the postings met."""
@@ -142,7 +164,7 @@ class Sums:
 def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
               norms: np.ndarray, *, k1: float,
               at_least: float = 0.0) -> Sums:
-    """Each id of the runs (in order of first appearance) and the sum of its BM25 parts,
+    """Each id of the runs once and the sum of its BM25 parts,
     ``idf * tf * (k1 + 1) / (tf + norm)`` with the run's idf, the posting's term frequency (one
     more than ``tfs_less_one``, bytes) and the id's length normalisation, added in the runs'
     order, kept when the sum is ``at_least`` or more (``top_floor``: at a million documents,
@@ -156,14 +178,38 @@ def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
     all_tfs = np.concatenate(tfs_less_one) if tfs_less_one else np.zeros(0, np.uint8)
     starts = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(run) for run in ids], out=starts[1:])
-    scratch = _take_scratch(norms, len(all_ids))
-    kept, met = _compiled_kernel()(all_ids, all_tfs, starts,
-                                   np.asarray(idfs, dtype=np.float64), float(k1),
-                                   scratch.norms_and_sums, scratch.touched, scratch.scores,
-                                   float(at_least))
-    found = Sums(scratch.touched[:kept].copy(), scratch.scores[:kept].copy(), met)
+    # Two halves of the ids at once when there is a second core and enough postings (the sums
+    # of different ids never share a write): at a million documents the adding waits on memory.
+    halves = 2 if len(all_ids) >= SPLIT_MIN_POSTINGS and _cores() >= 2 else 1
+    cuts = [0, len(norms) // 2, len(norms)] if halves == 2 else [0, len(norms)]
+    bounds = [starts[:-1]] + [
+        np.array([np.searchsorted(all_ids[starts[r]:starts[r + 1]], cut) + starts[r]
+                  for r in range(len(ids))], dtype=np.int64) for cut in cuts[1:-1]] + [starts[1:]]
+    # The kernel writes touched[n] before it knows whether the id is new: n never passes the
+    # postings of its half, nor the ids there are.
+    rooms = [min(int((bounds[h + 1] - bounds[h]).sum()), cuts[h + 1] - cuts[h]) + 1
+             for h in range(halves)]
+    offsets = np.cumsum([0, *rooms])
+    scratch = _take_scratch(norms, int(offsets[-1]))
+    idfs = np.asarray(idfs, dtype=np.float64)
+
+    def add(h: int) -> tuple[int, int]:
+        part = slice(int(offsets[h]), int(offsets[h + 1]))
+        return _compiled_kernel()(all_ids, all_tfs, bounds[h], bounds[h + 1], idfs, float(k1),
+                                  scratch.norms_and_sums, scratch.touched[part],
+                                  scratch.scores[part], float(at_least))
+
+    if halves == 2:
+        other = _second_core().submit(add, 1)
+        done = [add(0), other.result()]
+    else:
+        done = [add(0)]
+    kept_ids = np.concatenate([scratch.touched[offsets[h]:offsets[h] + done[h][0]]
+                               for h in range(halves)])
+    kept_sums = np.concatenate([scratch.scores[offsets[h]:offsets[h] + done[h][0]]
+                                for h in range(halves)])
     _give_back(scratch)  # (only when the kernel finished: its sums are zero again)
-    return found
+    return Sums(kept_ids, kept_sums, sum(met for _, met in done))
 
 
 def top_floor(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idfs: np.ndarray,
