@@ -311,6 +311,55 @@ def test_the_postings_command_packs_reports_and_unpacks(
     assert not packed_is_current(conn, corpus)
 
 
+def write_log_of(conn: Any, c: Collection) -> tuple[set[str], int]:
+    """The write log's triggers on the table and its rows of the table's writes."""
+    from vecdash.bm25.write_log import TRIGGERS
+
+    relid = conn.execute("SELECT %s::regclass::oid", (c.table.as_string(conn),)).fetchone()[0]
+    names = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s",
+                                        (relid,)).fetchall()} & set(TRIGGERS)
+    rows = conn.execute("SELECT (SELECT count(*) FROM vecdash_bm25_write_log WHERE relid = %(r)s)"
+                        " + (SELECT count(*) FROM vecdash_bm25_writes WHERE relid = %(r)s)",
+                        {"r": relid}).fetchone()[0]
+    return names, int(rows)
+
+
+INSERT_OUTSIDE = ("INSERT INTO {t} (external_id, content, content_hash, embedding) "
+                  "VALUES (%s, 'bread yeast', %s, '[1,0,0,0]')")
+
+
+def test_unpacking_stops_counting_the_tables_writes(conn: Any, corpus: Collection) -> None:
+    """Without packed postings nothing needs the table's writes counted: the triggers go, and
+    writes leave no trace; the next build counts them again."""
+    assert write_log_of(conn, corpus)[0]
+    packed.drop_packed(conn, corpus)
+    conn.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table), ("o1", "h-o1"))
+    assert write_log_of(conn, corpus) == (set(), 0)
+    got = fetch_candidates(conn, corpus, "bread yeast", None, keyword_rankers=("bm25",))
+    assert not got.work  # the exact path
+    assert build_packed(conn, corpus) and packed_is_current(conn, corpus)
+    assert_same_top(conn, corpus, QUERIES[:4], 20)
+    conn.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table), ("o2", "h-o2"))
+    assert not packed_is_current(conn, corpus)  # counted again
+
+
+def test_unpacking_waits_a_while_for_a_writer_then_leaves_everything(
+        conn: Any, corpus: Collection, pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vecdash.errors import QueryTimeout
+
+    monkeypatch.setattr(packed, "LOCK_WAIT", "200ms")
+    with pool.connection() as writer:
+        with writer.transaction():  # a write in progress holds the table
+            writer.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table), ("o3", "h-o3"))
+            with pytest.raises(QueryTimeout, match="being written by another session"):
+                packed.drop_packed(conn, corpus)
+            assert write_log_of(conn, corpus)[0]
+            assert packed.packed_status(conn, corpus) is not None
+    assert not packed_is_current(conn, corpus)  # (the write was counted)
+    packed.drop_packed(conn, corpus)
+    assert packed.packed_status(conn, corpus) is None
+
+
 def test_a_read_only_demo_reads_the_snapshot(conn: Any, corpus: Collection,
                                              settings: Any) -> None:
     """Read-only mode connects as a role that may only read: the snapshot serves it too."""

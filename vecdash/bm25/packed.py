@@ -1,6 +1,6 @@
 """Packed BM25 postings: a snapshot of a managed collection's keyword index that one statement
-reads and one compiled pass scores (vecdash.bm25.packed_scoring), exactly as the SQL arms score
-(same top and scores, ties by id).
+reads (vecdash.bm25.packed_search) and one compiled pass scores (vecdash.bm25.packed_scoring),
+exactly as the SQL arms score (same top and scores, ties by id).
 
 Per lexeme and segment one row holds the documents that have it, as two byte strings
 (document ids, term frequencies: five bytes a posting); one more row holds every document's
@@ -25,7 +25,6 @@ TRUNCATE) it is built again from all rows.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
@@ -34,11 +33,16 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from vecdash.bm25.packed_scoring import sum_by_id, top, top_floor
+from vecdash.bm25.packed_search import read_snapshot
 from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
-from vecdash.bm25.write_log import forget_writes_up_to, install_write_log, writes_since
+from vecdash.bm25.write_log import (
+    drop_write_log,
+    forget_writes_up_to,
+    install_write_log,
+    writes_since,
+)
 from vecdash.db import outside_transaction, relation_exists, require_writable
-from vecdash.errors import InvalidInput
+from vecdash.errors import InvalidInput, QueryTimeout
 from vecdash.statement_timeout import without_statement_timeout
 
 if TYPE_CHECKING:
@@ -114,24 +118,6 @@ _STATE: LiteralString = """
         next_segment = p.next_segment + excluded.next_segment, ids = p.ids || excluded.ids,
         lengths = p.lengths || excluded.lengths, token = excluded.token
     RETURNING p.segments, p.docs, p.max_id"""
-# One statement: the snapshot when still valid, the query's lexemes, the rows of those it holds
-# (lexeme order: the SQL arms add the lexemes' parts in that order, so scores agree to the bit),
-# each with its df in the statistics, and their document count and total length: after deletes
-# the snapshot's postings still hold the deleted documents (skipped), the statistics do not.
-_READ: LiteralString = """
-    SELECT w.writes IS NOT DISTINCT FROM s.writes, s.token, coalesce(tot.docs, 0),
-           coalesce(tot.total_length, 0),
-           q.lexemes, p.lexeme, t.df, p.ids, p.tfs_less_one
-    FROM vecdash_bm25_packed_state s
-    LEFT JOIN vecdash_bm25_writes w ON w.relid = s.relid
-    LEFT JOIN vecdash_bm25_totals tot ON tot.relid = s.relid
-    CROSS JOIN (SELECT coalesce(array_agg(DISTINCT u.lexeme ORDER BY u.lexeme), '{}') AS lexemes
-                FROM unnest(to_tsvector(%(cfg)s::regconfig, %(q)s)) u) q
-    LEFT JOIN vecdash_bm25_packed p ON p.relid = s.relid AND p.lexeme = ANY(q.lexemes)
-                                       AND w.writes IS NOT DISTINCT FROM s.writes
-    LEFT JOIN vecdash_bm25_terms t ON t.relid = s.relid AND t.lexeme = p.lexeme
-    WHERE s.relid = %(relid)s
-    ORDER BY p.lexeme, p.segment"""
 # Every segment's rows of a lexeme in one (segments hold ascending id ranges, numbered in that
 # order, so their byte strings concatenate in id order), numbered after them.
 _MERGE: LiteralString = """
@@ -146,21 +132,6 @@ MAX_SEGMENTS = 8
 # Deleted documents stay in the postings, skipped by id, up to this share of those held; past
 # it the next update builds the snapshot whole.
 MAX_DELETED_SHARE = 0.1
-# What packed_bm25 returns for a snapshot that a write has made stale.
-STALE = "stale"
-
-
-@dataclass(frozen=True)
-class PackedArm:
-    """A keyword arm from the snapshot: the query's lexemes, the top documents' BM25 scores by
-    id, and what it read."""
-
-    lexemes: list[str]
-    scores: dict[int, float]
-    postings_read: int
-    documents_scored: int
-
-
 def build_packed(conn: psycopg.Connection[Any], collection: Collection) -> bool:
     """Build (or rebuild) the collection's snapshot from all its rows; False when its ids are too
     sparse for it. Locks nothing: writes meanwhile leave it stale, and the exact path answers
@@ -199,17 +170,19 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
     if relid is None:
         raise InvalidInput(f"{collection.name!r} has no BM25 statistics yet (read-only mode?).")
     with without_statement_timeout(conn):
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
-            if not _tables_ready(conn):
-                # (Only then: the ALTERs lock the tables, and a search or another table's build
-                # reading them would wait, or deadlock with this transaction.)
-                conn.execute(_DDL)
-            install_write_log(conn, collection, relid)
-        # One builder per table at a time (a session lock: taken inside the transaction below,
-        # its snapshot would predate the other builder's commit).
+        # One builder per table at a time, and no drop_packed meanwhile: the write log's
+        # triggers, installed under this lock, are there when the snapshot is taken. (A session
+        # lock: taken inside the snapshot's transaction, the snapshot would predate the other
+        # builder's commit.)
         conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK + relid,))
         try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('vecdash_bm25'))")
+                if not _tables_ready(conn):
+                    # (Only then: the ALTERs lock the tables, and a search or another table's
+                    # build reading them would wait, or deadlock with this transaction.)
+                    conn.execute(_DDL)
+                install_write_log(conn, collection, relid)
             with conn.transaction():
                 # One snapshot for the write count, the postings and the lengths.
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -323,20 +296,6 @@ def _extend(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, wr
     return True
 
 
-def _read(conn: psycopg.Connection[Any], query: LiteralString, params: Any) -> list[Any] | None:
-    """The rows of one statement over the snapshot's tables, None when they do not exist (or the
-    role may not read them). In autocommit one statement needs no transaction (no round trips
-    for BEGIN / COMMIT); inside the caller's transaction a savepoint keeps a failure local."""
-    try:
-        if outside_transaction(conn):
-            return conn.execute(query, params, binary=True).fetchall()
-        with conn.transaction():
-            return conn.execute(query, params, binary=True).fetchall()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
-            psycopg.errors.InsufficientPrivilege):
-        return None  # (UndefinedColumn: an earlier layout, replaced at the next build)
-
-
 @dataclass(frozen=True)
 class PackedStatus:
     """A collection's snapshot: whether no write has made it stale, its lexemes, the bytes
@@ -352,7 +311,7 @@ class PackedStatus:
 
 def packed_status(conn: psycopg.Connection[Any], collection: Collection) -> PackedStatus | None:
     """The collection's snapshot, None when it has none."""
-    rows = _read(conn, """
+    rows = read_snapshot(conn, """
         SELECT w.writes = s.writes, s.segments,
                (SELECT count(DISTINCT p.lexeme) FROM vecdash_bm25_packed p
                 WHERE p.relid = s.relid),
@@ -389,11 +348,34 @@ def describe_packed(name: str, status: PackedStatus | None) -> str:
 
 
 def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
-    """Drop the collection's snapshot (its keyword search takes the exact path until the next
-    load of a large collection or build_packed)."""
+    """Drop the collection's snapshot and the write log's triggers, so writes to the table cost
+    nothing of vecdash's (its keyword search takes the exact path until the next load of a
+    large collection or build_packed, which install them again). Waits for a build of the same
+    table to finish; raises QueryTimeout, leaving everything as it was, when another session's
+    write keeps the table locked for LOCK_WAIT."""
     require_writable(conn)
-    with conn.transaction():
-        forget_packed(conn, collection)
+    row = conn.execute("SELECT to_regclass(%s)::oid",
+                       (collection.table.as_string(conn),)).fetchone()
+    if row is None or row[0] is None:
+        return
+    relid = int(row[0])
+    conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK + relid,))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_WAIT)))
+            forget_packed(conn, collection)
+            drop_write_log(conn, collection, relid)
+    except psycopg.errors.LockNotAvailable:
+        raise QueryTimeout(
+            f"{collection.name!r} is being written by another session, which holds its table "
+            f"for longer than {LOCK_WAIT}; its packed postings were left as they were. Try "
+            "again when that write has finished.") from None
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK + relid,))
+
+
+LOCK_WAIT = "5s"  # how long drop_packed waits for a writer's lock on the table
 
 
 def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows: int) -> bool:
@@ -409,85 +391,6 @@ def pack_after_load(conn: psycopg.Connection[Any], collection: Collection, rows:
         log.warning("the packed BM25 postings of %s were not rebuilt after the load (%s); its "
                     "keyword search takes the exact path", collection.name, type(exc).__name__)
         return False
-
-
-def packed_bm25(conn: psycopg.Connection[Any], collection: Collection, relid: int, query: str,
-                *, candidates: int, k1: float, b: float,
-                max_lexemes: int | None) -> PackedArm | str | None:
-    """The BM25 top ``candidates`` from the snapshot; STALE when a write made it stale; None when
-    there is none (or the query has more than ``max_lexemes`` lexemes in the collection: the
-    exact path caps them)."""
-    rows = _read(conn, _READ, {"cfg": collection.text_config, "q": query, "relid": relid})
-    if not rows:
-        return None
-    if not rows[0][0]:
-        return STALE
-    token, docs, total_length, lexemes = rows[0][1], int(rows[0][2]), float(rows[0][3]), rows[0][4]
-    found = [r for r in rows if r[5] is not None and r[6] is not None]  # (no df: all deleted)
-    df_of = {r[5]: int(r[6]) for r in found}  # the statistics' df, every segment's row alike
-    if max_lexemes is not None and len(df_of) > max_lexemes:
-        return None
-    if not found or docs == 0:
-        return PackedArm(list(lexemes), {}, 0, 0)
-    avglen = (total_length / docs) or 1.0
-    norms = _norms(conn, relid, str(token), k1=k1, b=b, avglen=avglen)
-    if norms is None:
-        return None
-    ids = [np.frombuffer(r[7], dtype=">i4") for r in found]  # lexeme order; segments: other ids
-    if any(len(run) and (run[0] < 0 or run[-1] >= len(norms)) for run in ids):
-        return None  # (ids ascending in a run) not the snapshot's documents: the exact path
-    idfs = np.array([np.log(1 + (docs - df_of[r[5]] + 0.5) / (df_of[r[5]] + 0.5)) for r in found])
-    tfs = [np.frombuffer(r[8], dtype=np.uint8) for r in found]
-    found_sums = sum_by_id(ids, tfs, idfs, norms, k1=k1,
-                           at_least=top_floor(ids, tfs, idfs, norms, k1=k1, n=candidates))
-    return PackedArm(list(lexemes), top(found_sums.ids, found_sums.sums, candidates),
-                     sum(map(len, ids)), found_sums.met)
-
-
-@dataclass
-class _SnapshotLengths:
-    """A snapshot's document lengths by id (0 where no document), its deleted ids and the
-    length normalisations computed from them."""
-
-    token: str
-    lengths: np.ndarray
-    deleted: np.ndarray
-    norms: dict[tuple[float, float], np.ndarray]
-
-
-_norms_lock = threading.Lock()
-_norms_cache: dict[int, _SnapshotLengths] = {}  # by relid, the last snapshot read
-_NORMS_KEPT = 2  # k1 / b pairs kept per snapshot (the default and the one being tried)
-
-
-def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, b: float,
-           avglen: float) -> np.ndarray | None:
-    """Every document's BM25 length normalisation, k1 * (1 - b + b * length / avglen), indexed by
-    id, -1 for a deleted document (the kernel skips its postings): the lengths read once per
-    snapshot, the normalisation computed once per snapshot and k1 / b (element by element, so
-    to the bit what a posting's own computation gives)."""
-    with _norms_lock:
-        hit = _norms_cache.get(relid)
-    if hit is None or hit.token != token:
-        rows = _read(conn, "SELECT ids, lengths, deleted FROM vecdash_bm25_packed_state "
-                     "WHERE relid = %s AND token = %s", (relid, token))
-        if not rows:
-            return None
-        row = rows[0]
-        ids = np.frombuffer(row[0], dtype=">i8").astype(np.intp)
-        by_id = np.zeros(int(ids.max()) + 1 if len(ids) else 1)
-        by_id[ids] = np.frombuffer(row[1], dtype=">i4")
-        hit = _SnapshotLengths(token, by_id, np.frombuffer(row[2], dtype=">i8").astype(np.intp),
-                               {})
-    norms = hit.norms.get((k1, b))
-    if norms is None:
-        norms = k1 * (1 - b + b * hit.lengths / avglen)
-        norms[hit.deleted] = -1.0
-        kept = list(hit.norms.items())[-(_NORMS_KEPT - 1):] if _NORMS_KEPT > 1 else []
-        hit = _SnapshotLengths(token, hit.lengths, hit.deleted, {**dict(kept), (k1, b): norms})
-    with _norms_lock:
-        _norms_cache[relid] = hit
-    return norms
 
 
 def forget_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:

@@ -100,6 +100,23 @@ def install_write_log(conn: psycopg.Connection[Any], collection: Collection, rel
                  "ON CONFLICT (relid) DO NOTHING", {"r": relid})
 
 
+def drop_write_log(conn: psycopg.Connection[Any], collection: Collection, relid: int) -> None:
+    """The table's triggers, write count and log gone, in the caller's transaction (which waits
+    for the table's lock, SHARE ROW EXCLUSIVE, only when a trigger is there): once no snapshot
+    needs them, writes to the table cost nothing of vecdash's. The next build installs them
+    again."""
+    present = {r[0] for r in conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s", (relid,)).fetchall()}
+    for name in dict.fromkeys((*TRIGGERS, *_EARLIER_TRIGGERS)):  # (one name is in both)
+        if name in present:
+            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name),
+                                                                 collection.table))
+    for side in ("vecdash_bm25_writes", "vecdash_bm25_write_log"):
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (side,)).fetchone() == (True,):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE relid = %s").format(sql.Identifier(side)),
+                         (relid,))
+
+
 @dataclass(frozen=True)
 class WritesSince:
     """The table's write count and what the writes after a snapshot's did to the rows it

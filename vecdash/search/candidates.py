@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from vecdash.bm25.packed import STALE, PackedArm, packed_bm25
+from vecdash.bm25.packed_search import STALE, PackedArm, packed_bm25
 from vecdash.bm25.postings import (
     DRIFT_REBUILD,
     forget_all_cached,
