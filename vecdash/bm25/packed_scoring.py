@@ -200,8 +200,12 @@ def sum_by_id(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
                                   scratch.scores[part], float(at_least))
 
     if halves == 2:
-        other = _second_core().submit(add, 1)
-        done = [add(0), other.result()]
+        try:
+            other = _second_core().submit(add, 1)
+        except RuntimeError:  # (the interpreter is shutting down: no new threads)
+            done = [add(0), add(1)]
+        else:
+            done = [add(0), other.result()]
     else:
         done = [add(0)]
     kept_ids = np.concatenate([scratch.touched[offsets[h]:offsets[h] + done[h][0]]
