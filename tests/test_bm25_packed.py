@@ -203,8 +203,9 @@ def test_deletes_are_skipped_by_id_until_they_pass_a_share(
 
 def test_a_write_log_without_kinds_is_upgraded_and_its_writes_build_whole(
         conn: Any, corpus: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The log of an earlier vecdash had no kind of write: its writes of held rows count as
-    updates (a whole build), and the log and its functions are upgraded at the next build."""
+    """The log of an earlier vecdash had no kind of write (nor folding): its writes of held rows
+    count as updates (a whole build), and the log and its functions are upgraded at the next
+    build."""
     monkeypatch.setattr(packed, "PACKED_MIN_ROWS", 300)
     conn.execute("ALTER TABLE vecdash_bm25_write_log DROP COLUMN kind")
     conn.execute("""CREATE OR REPLACE FUNCTION vecdash_bm25_write_delete() RETURNS trigger
@@ -221,8 +222,44 @@ def test_a_write_log_without_kinds_is_upgraded_and_its_writes_build_whole(
     assert conn.execute("SELECT token FROM vecdash_bm25_packed_state WHERE relid = "
                         "%s::regclass", (corpus.table.as_string(conn),)).fetchone() != token
     assert_same_top(conn, corpus, QUERIES, 30)
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'vecdash_bm25_write_%' "
+                        "AND prosrc LIKE '%only_deletes%'").fetchone()[0] == 4  # (folding too)
     assert delete_documents(conn, corpus, ["r1"]) == 1  # the upgraded log: a delete, skipped
     assert deleted(conn, corpus) == 1
+    assert_same_top(conn, corpus, QUERIES, 30)
+
+
+def log_rows(conn: Any, c: Collection) -> int:
+    return int(conn.execute("SELECT count(*) FROM vecdash_bm25_write_log WHERE relid = "
+                            "%s::regclass", (c.table.as_string(conn),)).fetchone()[0])
+
+
+@pytest.mark.parametrize("write", ["insert", "update", "delete"])
+def test_a_table_written_statement_by_statement_keeps_a_short_log(
+        conn: Any, corpus: Collection, write: str) -> None:
+    """An application's own writes, one statement each: the log is folded every
+    COMPACT_EVERY writes, and the next update still does what the writes call for: appends
+    become a segment, a rewrite among them a whole build, deletes are recorded."""
+    from vecdash.bm25.write_log import COMPACT_EVERY
+
+    statements = COMPACT_EVERY + 150
+    gone = []
+    for i in range(statements):
+        if write == "update" and i == 7:
+            conn.execute(sql.SQL("UPDATE {} SET content = 'kettle rope bread' WHERE id = "
+                                 "(SELECT min(id) FROM {})").format(corpus.table, corpus.table))
+        elif write == "delete" and i % 50 == 0:
+            gone.append(conn.execute(sql.SQL("DELETE FROM {} WHERE id = (SELECT max(id) FROM {})"
+                                             " RETURNING id").format(corpus.table, corpus.table)
+                                     ).fetchone()[0])
+        elif write == "delete":
+            conn.execute(sql.SQL("DELETE FROM {} WHERE false").format(corpus.table))  # (no row)
+        else:
+            conn.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table), (f"s{i}", f"h-s{i}"))
+    assert log_rows(conn, corpus) <= statements - COMPACT_EVERY + 1
+    assert packed.update_packed(conn, corpus)
+    want = {"insert": (2, 0), "update": (1, 0), "delete": (1, len(gone))}[write]
+    assert (segments(conn, corpus), deleted(conn, corpus)) == want
     assert_same_top(conn, corpus, QUERIES, 30)
 
 

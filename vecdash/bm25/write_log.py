@@ -9,7 +9,9 @@ INSERT or COPY the lowest new id, for an UPDATE the lowest old or new id, for a 
 old id, for a TRUNCATE the lowest bigint (it touches everything); a statement that wrote no row
 logs nothing. The counter row is updated in the writing transaction, so writers of one table take
 their numbers in commit order and a snapshot that sees write n sees every write before it: the
-rows with ids above the highest id a snapshot held were all written by later statements.
+rows with ids above the highest id a snapshot held were all written by later statements. Every
+COMPACT_EVERY writes the log is folded into one row, so a table written statement by statement
+keeps a short log between builds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 _COUNT_AND_LOG: LiteralString = """
     CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE n bigint; low bigint;
+    DECLARE n bigint; low bigint; only_deletes boolean;
     BEGIN
         INSERT INTO vecdash_bm25_writes AS w (relid, writes) VALUES (TG_RELID, 1)
         ON CONFLICT (relid) DO UPDATE SET writes = w.writes + 1 RETURNING w.writes INTO n;
@@ -34,8 +36,25 @@ _COUNT_AND_LOG: LiteralString = """
             INSERT INTO vecdash_bm25_write_log (relid, write, kind, low_id)
             VALUES (TG_RELID, n, {kind}, low);
         END IF;
+        IF n % {every} = 0 THEN  -- compacted: the table's log in one row
+            SELECT min(l.low_id), bool_and(l.kind = 'd') INTO low, only_deletes
+            FROM vecdash_bm25_write_log l WHERE l.relid = TG_RELID;
+            DELETE FROM vecdash_bm25_write_log WHERE relid = TG_RELID;
+            IF low IS NOT NULL THEN
+                INSERT INTO vecdash_bm25_write_log (relid, write, kind, low_id)
+                VALUES (TG_RELID, n, CASE WHEN only_deletes THEN 'd' ELSE 'u' END, low);
+            END IF;
+        END IF;
         RETURN NULL;
     END $$"""
+# Every this many writes the trigger folds the table's log into one row (stamped with that
+# write's number): the kind 'd' when every write in it was a delete, else 'u', and the lowest
+# id any of them wrote. Without it, a table written statement by statement (an application's
+# own inserts) would log a row per statement until vecdash next builds its snapshot. Folding
+# only ever makes writes_since say more was rewritten or deleted than was (a whole build, or
+# deleted ids looked for from a lower id), never less: the folded row keeps the lowest id, and
+# its number is that of the last write it holds.
+COMPACT_EVERY = 1000
 # Per trigger function: the kind of write it logs and the lowest id the statement wrote.
 _LOWEST = {
     "vecdash_bm25_write_insert": ("i", "(SELECT min(id) FROM vecdash_new)"),
@@ -54,7 +73,7 @@ WRITE_LOG_DDL: list[sql.SQL | sql.Composed] = [
     sql.SQL("""ALTER TABLE vecdash_bm25_write_log
             ADD COLUMN IF NOT EXISTS kind "char" NOT NULL DEFAULT 'u'"""),
     *(sql.SQL(_COUNT_AND_LOG).format(name=sql.Identifier(name), kind=sql.Literal(kind),
-                                     lowest=sql.SQL(lowest))
+                                     lowest=sql.SQL(lowest), every=sql.Literal(COMPACT_EVERY))
       for name, (kind, lowest) in _LOWEST.items()),
 ]
 # (Each event its own trigger: a trigger with transition tables takes one event. The BM25
@@ -78,9 +97,12 @@ def install_write_log(conn: psycopg.Connection[Any], collection: Collection, rel
     """The tables, functions and the table's triggers, in the caller's transaction (under
     vecdash's DDL lock); the table is locked (SHARE ROW EXCLUSIVE, for CREATE TRIGGER) only
     when a trigger is missing."""
+    # (Functions without the log's folding, of an earlier vecdash, are replaced too.)
     ready = conn.execute("SELECT to_regprocedure('vecdash_bm25_write_truncate()') IS NOT NULL "
                          "AND EXISTS (SELECT FROM pg_attribute WHERE attname = 'kind' AND "
-                         "attrelid = to_regclass('vecdash_bm25_write_log'))").fetchone()
+                         "attrelid = to_regclass('vecdash_bm25_write_log')) AND NOT EXISTS ("
+                         "SELECT FROM pg_proc WHERE proname = ANY(%s) "
+                         "AND prosrc NOT LIKE '%%only_deletes%%')", (list(_LOWEST),)).fetchone()
     if not (ready and ready[0]):  # (functions replaced only then: a trigger may be running them)
         for statement in WRITE_LOG_DDL:
             conn.execute(statement)
