@@ -220,20 +220,20 @@ def top_floor(ids: Sequence[np.ndarray], tfs_less_one: Sequence[np.ndarray], idf
               norms: np.ndarray, *, k1: float, n: int) -> float:
     """A score the ``n``-th best sum of ``sum_by_id`` is known to reach: the ``n``-th best part
     within one run (its documents' sums are at least their parts, every part being above 0),
-    the best over the shorter runs (a short run is cheap to score; the rarest words hold the
-    best parts). 0 when no run holds ``n`` live documents."""
-    floor = 0.0
+    the shortest run that holds ``n`` live documents and at most an eighth of the postings (or
+    4n): the rarest word's, cheap to score, and the rarest words hold the best parts. 0 when no
+    run does."""
     longest = max(4 * n, sum(len(run) for run in ids) // 8)
-    for run, run_tfs, idf in zip(ids, tfs_less_one, idfs, strict=True):
-        if not n <= len(run) <= longest:
+    for r in sorted(range(len(ids)), key=lambda r: len(ids[r])):  # the shortest first
+        if not n <= len(ids[r]) <= longest:
             continue
-        run_norms = norms[run]
+        run_norms = norms[ids[r]]
         live = run_norms >= 0  # (below 0: a deleted document)
-        tf = run_tfs[live].astype(np.float64) + 1
-        parts = idf * tf * (k1 + 1) / (tf + run_norms[live])  # as the kernel computes them
+        tf = tfs_less_one[r][live].astype(np.float64) + 1
+        parts = idfs[r] * tf * (k1 + 1) / (tf + run_norms[live])  # as the kernel computes them
         if len(parts) >= n:
-            floor = max(floor, float(np.partition(parts, len(parts) - n)[len(parts) - n]))
-    return floor
+            return float(np.partition(parts, len(parts) - n)[len(parts) - n])
+    return 0.0
 
 
 def top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
