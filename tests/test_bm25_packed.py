@@ -263,6 +263,35 @@ def test_a_table_written_statement_by_statement_keeps_a_short_log(
     assert_same_top(conn, corpus, QUERIES, 30)
 
 
+def test_a_writers_open_fold_neither_stalls_nor_fails_a_build(
+        conn: Any, corpus: Collection, pool: Any) -> None:
+    """A writer whose statement folded the log holds the folded rows until it commits; a build
+    meanwhile neither waits for it nor fails, and the fold, once committed, is taken in."""
+    from vecdash.bm25.write_log import COMPACT_EVERY
+
+    for i in range(5):  # committed writes since the snapshot: the build extends it
+        conn.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table), (f"c{i}", f"h-c{i}"))
+    relid = conn.execute("SELECT %s::regclass::oid", (corpus.table.as_string(conn),)).fetchone()[0]
+    with pool.connection() as writer:
+        with writer.transaction():
+            writes = writer.execute("SELECT writes FROM vecdash_bm25_writes WHERE relid = %s",
+                                    (relid,)).fetchone()[0]
+            for i in range(COMPACT_EVERY - writes % COMPACT_EVERY):  # the last one folds
+                writer.execute(sql.SQL(INSERT_OUTSIDE).format(t=corpus.table),
+                               (f"w{i}", f"h-w{i}"))
+            conn.execute("SET lock_timeout = '2s'")  # (a wait for the writer fails the build)
+            try:
+                assert packed.update_packed(conn, corpus)
+            finally:
+                conn.execute("RESET lock_timeout")
+            assert packed_is_current(conn, corpus)
+            assert_same_top(conn, corpus, QUERIES[:4], 20)
+    assert not packed_is_current(conn, corpus)
+    assert packed.update_packed(conn, corpus)
+    assert log_rows(conn, corpus) == 0
+    assert_same_top(conn, corpus, QUERIES, 30)
+
+
 def test_rows_written_after_a_later_load_was_packed_are_not_missed(
         conn: Any, corpus: Collection) -> None:
     """Ids come from the sequence as a statement runs, not as it commits: a long COPY holds ids

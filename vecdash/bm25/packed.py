@@ -188,6 +188,10 @@ def _pack_in_autocommit(conn: psycopg.Connection[Any], collection: Collection, *
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 conn.execute("SET LOCAL work_mem = '256MB'")
                 built = _pack_in_snapshot(conn, collection, relid, extend=extend)
+            if built is not None:
+                state = conn.execute("SELECT writes FROM vecdash_bm25_packed_state WHERE "
+                                     "relid = %s", (relid,)).fetchone()
+                forget_writes_up_to(conn, relid, None if state is None else int(state[0]))
         finally:
             if not conn.broken:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK + relid,))
@@ -235,7 +239,6 @@ def _pack_in_snapshot(conn: psycopg.Connection[Any], collection: Collection, rel
     writes, rows, max_id = int(row[0]), int(row[1]), int(row[2])
     _delete_snapshot(conn, relid)
     if _too_sparse(max_id, rows):
-        forget_writes_up_to(conn, relid, writes)
         return False
     return _extend(conn, table, relid, writes, after=_NO_ID, segment=0)
 
@@ -281,7 +284,6 @@ def _extend(conn: psycopg.Connection[Any], table: sql.Composable, relid: int, wr
     got = conn.execute(sql.SQL(_STATE).format(
         table=table, length=sql.SQL(TSV_LENGTH).format(sql.SQL("t.tsv"))), params).fetchone()
     assert got is not None
-    forget_writes_up_to(conn, relid, writes)
     segments, docs, max_id = (int(v) for v in got)
     if _too_sparse(max_id, docs):
         _delete_snapshot(conn, relid)

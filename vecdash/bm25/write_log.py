@@ -36,10 +36,13 @@ _COUNT_AND_LOG: LiteralString = """
             INSERT INTO vecdash_bm25_write_log (relid, write, kind, low_id)
             VALUES (TG_RELID, n, {kind}, low);
         END IF;
-        IF n % {every} = 0 THEN  -- compacted: the table's log in one row
-            SELECT min(l.low_id), bool_and(l.kind = 'd') INTO low, only_deletes
-            FROM vecdash_bm25_write_log l WHERE l.relid = TG_RELID;
-            DELETE FROM vecdash_bm25_write_log WHERE relid = TG_RELID;
+        IF n % {every} = 0 THEN  -- folded: the table's log in one row
+            WITH folded AS (
+                DELETE FROM vecdash_bm25_write_log WHERE ctid = ANY(ARRAY(
+                    SELECT l.ctid FROM vecdash_bm25_write_log l WHERE l.relid = TG_RELID
+                    FOR UPDATE SKIP LOCKED))  -- (rows a build is forgetting: left to it)
+                RETURNING kind, low_id)
+            SELECT min(f.low_id), bool_and(f.kind = 'd') INTO low, only_deletes FROM folded f;
             IF low IS NOT NULL THEN
                 INSERT INTO vecdash_bm25_write_log (relid, write, kind, low_id)
                 VALUES (TG_RELID, n, CASE WHEN only_deletes THEN 'd' ELSE 'u' END, low);
@@ -163,7 +166,13 @@ def writes_since(conn: psycopg.Connection[Any], relid: int, since: int,
     return WritesSince(int(row[0]), bool(row[1]), None if row[2] is None else int(row[2]))
 
 
-def forget_writes_up_to(conn: psycopg.Connection[Any], relid: int, writes: int) -> None:
-    """Drop the log of writes a new snapshot has taken in."""
-    conn.execute("DELETE FROM vecdash_bm25_write_log WHERE relid = %s AND write <= %s",
-                 (relid, writes))
+def forget_writes_up_to(conn: psycopg.Connection[Any], relid: int, writes: int | None) -> None:
+    """Drop the log of the writes a new snapshot has taken in (up to write ``writes``; every
+    write when None: no snapshot needs the log). In its own statement after the snapshot's
+    transaction, rows another session is folding skipped: it never waits for a writer, and a
+    writer's fold never makes a build fail."""
+    conn.execute(
+        "DELETE FROM vecdash_bm25_write_log WHERE ctid = ANY(ARRAY("
+        "SELECT l.ctid FROM vecdash_bm25_write_log l WHERE l.relid = %(r)s "
+        "AND (%(w)s::bigint IS NULL OR l.write <= %(w)s) FOR UPDATE SKIP LOCKED))",
+        {"r": relid, "w": writes})
