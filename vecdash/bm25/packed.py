@@ -364,9 +364,13 @@ def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
     conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK + relid,))
     try:
         with conn.transaction():
-            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_WAIT)))
+            # (set_config local: inside a caller's transaction, its own setting comes back)
+            prior = conn.execute("SELECT current_setting('lock_timeout'), "
+                                 "set_config('lock_timeout', %s, true)", (LOCK_WAIT,)).fetchone()
             forget_packed(conn, collection)
             drop_write_log(conn, collection, relid)
+            conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                         (prior[0] if prior else "0",))
     except psycopg.errors.LockNotAvailable:
         raise QueryTimeout(
             f"{collection.name!r} is being written by another session, which holds its table "
