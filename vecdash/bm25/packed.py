@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from vecdash.bm25.packed_search import read_snapshot
-from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats
+from vecdash.bm25.statistics import TSV_LENGTH, ensure_bm25, supports_stored_stats, table_relid
 from vecdash.bm25.write_log import (
     drop_write_log,
     forget_writes_up_to,
@@ -356,19 +356,17 @@ def drop_packed(conn: psycopg.Connection[Any], collection: Collection) -> None:
     table to finish; raises QueryTimeout, leaving everything as it was, when another session's
     write keeps the table locked for LOCK_WAIT."""
     require_writable(conn)
-    row = conn.execute("SELECT to_regclass(%s)::oid",
-                       (collection.table.as_string(conn),)).fetchone()
-    if row is None or row[0] is None:
+    relid = table_relid(conn, collection)
+    if relid is None:
         return
-    relid = int(row[0])
     conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK + relid,))
     try:
         with conn.transaction():
             # (set_config local: inside a caller's transaction, its own setting comes back)
             prior = conn.execute("SELECT current_setting('lock_timeout'), "
                                  "set_config('lock_timeout', %s, true)", (LOCK_WAIT,)).fetchone()
+            drop_write_log(conn, collection, relid)  # (first: the table's lock, then no writer)
             forget_packed(conn, collection)
-            drop_write_log(conn, collection, relid)
             conn.execute("SELECT set_config('lock_timeout', %s, true)",
                          (prior[0] if prior else "0",))
     except psycopg.errors.LockNotAvailable:

@@ -125,8 +125,9 @@ def _norms(conn: psycopg.Connection[Any], relid: int, token: str, *, k1: float, 
     with _norms_lock:
         hit = _norms_cache.get(relid)
     if hit is None or hit.token != token:
-        rows = read_snapshot(conn, "SELECT ids, lengths, deleted FROM vecdash_bm25_packed_state "
-                     "WHERE relid = %s AND token = %s", (relid, token))
+        rows = read_snapshot(conn, "SELECT ids, lengths, deleted FROM "
+                             "vecdash_bm25_packed_state WHERE relid = %s AND token = %s",
+                             (relid, token))
         if not rows:
             return None
         row = rows[0]

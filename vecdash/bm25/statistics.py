@@ -196,7 +196,8 @@ def supports_stored_stats(collection: Collection) -> bool:
     return collection.managed and collection.tsv_column == "tsv" and collection.id_column == "id"
 
 
-def _relid(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+def table_relid(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+    """The oid of the collection's table, None when it does not exist."""
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s",
@@ -236,7 +237,7 @@ def install_bm25(conn: psycopg.Connection[Any], collection: Collection) -> int:
             conn.execute(ddl)
         table = collection.table
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
-        relid = _relid(conn, collection)
+        relid = table_relid(conn, collection)
         assert relid is not None
         for name in TRIGGER_NAMES:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table))
